@@ -1,0 +1,78 @@
+//! A real server process as an RAII test fixture.
+//!
+//! ```no_run
+//! use process_fixture::{ProcessFixture, Ready};
+//! use std::time::Duration;
+//!
+//! let srv = ProcessFixture::builder("my-server")
+//!     .args(["--listen", "127.0.0.1:{port}"]) // {port} is replaced in args and env values
+//!     .env("RUST_LOG", "info")
+//!     .ready(Ready::tcp()) // until the fixture's port accepts a connection
+//!     .ready_timeout(Duration::from_secs(10))
+//!     .spawn()?;
+//! // ... talk to srv.url() ...
+//! let report = srv.stop()?; // or just drop it
+//! assert!(!report.escalated);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What you get
+//! - The server runs in **its own process group** (stdin `/dev/null`, empty signal mask, default
+//!   dispositions), so a Ctrl-C or a signal to your `cargo test | tee` job does not reach it, and
+//!   one group signal reaches all its workers.
+//! - **Output is always drained** from the first byte into bounded buffers (the last 1 MiB of
+//!   each stream), so a chatty server never blocks; [`ProcessFixture::stdout`] and
+//!   [`ProcessFixture::stderr`] give it back, and errors carry its tail.
+//! - **Readiness** ([`Ready`]) is polled from 0.5 ms with a growing interval capped at 20 ms, or
+//!   woken by the matching log line; a server that dies first fails `spawn` at once with its exit
+//!   status and output.
+//! - **Teardown that leaves nothing**: dropping the fixture (or [`ProcessFixture::stop`]) runs the
+//!   stop sequence below. A test that panics gets the server's last 40 lines printed to stderr.
+//!
+//! # The process tree
+//! ```text
+//! test process ── lifeline pipe ──▶ guardian (own group, stdio /dev/null, Linux: subreaper)
+//!                                     └─ server leader (own group, pgid = pid)
+//!                                          └─ workers … (and escapees, re-parented to the guardian)
+//! ```
+//! Each fixture has a **guardian**: a small fork of the test process that is the server's parent.
+//! Being the parent, it can keep the leader unreaped until every other process is gone, so no
+//! signal it sends by number can reach a recycled pid. Being a subreaper (Linux), it catches
+//! descendants that leave the group with `setsid` or a double fork. Being a separate process, it
+//! notices when the test process dies however it dies (SIGKILL, abort, CI timeout): the lifeline
+//! pipe hits EOF and it runs the same stop sequence. The test process itself never signals the
+//! server, installs no signal handler, and never changes its own process group.
+//!
+//! # How stop works
+//! 1. The leader gets the stop signal (default SIGTERM) and up to the grace period (default 5 s)
+//!    to exit; its exit is observed without reaping it.
+//! 2. The group and any escapee get SIGTERM then SIGCONT, and up to `min(grace, 1 s)`.
+//! 3. What is left gets SIGKILL, re-sent on every poll until no live process remains (up to 5 s).
+//! 4. The leader is reaped last; its exit status goes into the [`StopReport`].
+//!
+//! Polls use a growing interval (0.5 ms at first); the leader's exit wakes the guardian at once
+//! through a pidfd on Linux. A cooperative server costs its own exit time plus about a
+//! millisecond. The output readers are never waited on for EOF.
+//!
+//! # Platforms
+//! Linux is the first-class target. macOS builds and works with [`Containment::ProcessGroup`]: the
+//! guardian still holds the leader and sees the lifeline, but a descendant that calls `setsid`
+//! escapes.
+
+#![cfg(unix)]
+#![warn(missing_docs)]
+
+mod builder;
+mod error;
+mod fixture;
+mod guardian;
+mod output;
+mod port;
+mod ready;
+mod sys;
+
+pub use builder::{Builder, Signal, DEFAULT_GRACE, DEFAULT_READY_TIMEOUT};
+pub use error::{Error, OutputTail};
+pub use fixture::{Containment, ProcessFixture, StopReport};
+pub use output::OUTPUT_CAP;
+pub use ready::Ready;
