@@ -278,7 +278,7 @@ impl Builder {
             source,
         })?;
         if !meta.is_dir() {
-            let source = std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory");
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory");
             return Err(Error::CurrentDir {
                 path: dir.into(),
                 source,

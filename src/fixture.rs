@@ -50,6 +50,26 @@ pub struct StopReport {
     pub containment: Containment,
 }
 
+impl std::fmt::Display for StopReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped in {:.2?}: ", self.elapsed)?;
+        match self.exit_status {
+            Some(status) => write!(f, "leader {status}")?,
+            None => write!(f, "leader not reaped")?,
+        }
+        let escalation = if self.escalated {
+            "needed SIGKILL"
+        } else {
+            "no SIGKILL needed"
+        };
+        write!(
+            f,
+            ", {escalation}, {} other process(es) signalled ({} escapee(s)), containment: {:?}",
+            self.killed, self.escapees_killed, self.containment
+        )
+    }
+}
+
 /// A running server process, torn down when dropped.
 ///
 /// Dropping it (or calling [`stop`](ProcessFixture::stop)) signals the leader, waits up to the
@@ -132,6 +152,22 @@ impl ProcessFixture {
     }
 
     /// Stops the server and reports how. `Drop` does the same and logs problems instead.
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// use std::time::Duration;
+    ///
+    /// // A server that ignores SIGTERM: after the grace period it is killed.
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "trap '' TERM; echo up; while :; do sleep 1; done"])
+    ///     .ready(Ready::stdout("^up$"))
+    ///     .grace_period(Duration::from_millis(100))
+    ///     .spawn()?;
+    /// let report = srv.stop()?;
+    /// assert!(report.escalated);
+    /// assert!(report.killed >= 1 || report.exit_status.is_some());
+    /// # Ok::<(), process_fixture::Error>(())
+    /// ```
     pub fn stop(mut self) -> Result<StopReport, Error> {
         match self.inner.take() {
             Some(mut inner) => inner.finish(),

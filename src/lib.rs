@@ -16,6 +16,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A runnable one, with `sh` as the server and a log line as the readiness signal:
+//!
+//! ```
+//! use process_fixture::{ProcessFixture, Ready};
+//!
+//! let srv = ProcessFixture::builder("sh")
+//!     .args(["-c", "echo listening on port $PORT; exec sleep 600"])
+//!     .env("PORT", "{port}")
+//!     .ready(Ready::stdout("^listening on port [0-9]+$"))
+//!     .spawn()?;
+//! assert_eq!(srv.stdout(), format!("listening on port {}\n", srv.port()));
+//! let report = srv.stop()?; // SIGTERM ends `sleep` at once
+//! assert!(!report.escalated);
+//! assert_eq!(report.exit_status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)), Some(15));
+//! # Ok::<(), process_fixture::Error>(())
+//! ```
+//!
 //! # What you get
 //! - The server runs in **its own process group** (stdin `/dev/null`, empty signal mask, default
 //!   dispositions), so a Ctrl-C or a signal to your `cargo test | tee` job does not reach it, and

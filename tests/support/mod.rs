@@ -1,0 +1,167 @@
+//! Shared helpers for the integration tests: locating the helper binaries of `fixtures-bin`, and
+//! looking at real processes through `/proc`. No mocks: everything here reads the live system.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of a `fixtures-bin` binary (`fixture-server`, `fixture-holder`). `cargo test` and
+/// `cargo nextest run` build them with the workspace (they are default members with tests of
+/// their own); when a single test target was built, they are built here, once.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary> -> target/<profile>/
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "fixtures-bin", "--bins"]);
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("running cargo build -p fixtures-bin");
+            assert!(status.success(), "cargo build -p fixtures-bin failed");
+        });
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The `fixture-server` helper binary.
+pub fn server() -> PathBuf {
+    bin("fixture-server")
+}
+
+/// One process as `/proc/<pid>/stat` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgrp: u32,
+    pub state: char,
+    /// Start time in clock ticks since boot: tells a recycled pid from the original.
+    pub start: u64,
+}
+
+impl Proc {
+    pub fn read(pid: u32) -> Option<Proc> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &text[text.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(Proc {
+            pid,
+            state: f[0].chars().next()?,
+            ppid: f[1].parse().ok()?,
+            pgrp: f[2].parse().ok()?,
+            start: f[19].parse().ok()?,
+        })
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+
+    /// Is this very process (not a recycled pid) still running?
+    pub fn still_live(&self) -> bool {
+        Proc::read(self.pid).is_some_and(|now| now.start == self.start && now.is_live())
+    }
+
+    /// Does this very process still exist at all (a zombie counts)?
+    pub fn still_exists(&self) -> bool {
+        Proc::read(self.pid).is_some_and(|now| now.start == self.start)
+    }
+}
+
+/// Every process on the machine.
+pub fn all_processes() -> Vec<Proc> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter_map(Proc::read)
+        .collect()
+}
+
+/// Processes (zombies included) whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<Proc> {
+    all_processes().into_iter().filter(|p| p.pgrp == pgid).collect()
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+pub fn live_members(pgid: u32) -> Vec<Proc> {
+    group_members(pgid).into_iter().filter(Proc::is_live).collect()
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: u32) -> Vec<Proc> {
+    all_processes().into_iter().filter(|p| p.ppid == pid).collect()
+}
+
+/// All descendants of `pid`, depth first.
+pub fn descendants(pid: u32) -> Vec<Proc> {
+    let all = all_processes();
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(parent) = stack.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            out.push(*p);
+            stack.push(p.pid);
+        }
+    }
+    out
+}
+
+/// Polls `f` with a growing interval until it holds or `timeout` passes. Returns whether it held.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(500);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause); // a poll interval, not synchronisation: `f` decides
+        pause = (pause * 3 / 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Can we bind `127.0.0.1:port` right now?
+pub fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// Sends a minimal HTTP GET to `127.0.0.1:port` and returns the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string()))
+}
+
+/// Asserts that nothing of a stopped fixture remains: no process (not even a zombie) in its
+/// group, none of `extra` (workers, escapees recorded while it ran) still exists, and its port
+/// binds again.
+pub fn assert_nothing_left(pgid: u32, extra: &[Proc], port: u16) {
+    let members = group_members(pgid);
+    assert!(members.is_empty(), "processes left in group {pgid}: {members:?}");
+    for p in extra {
+        assert!(!p.still_exists(), "process {p:?} survived the stop");
+    }
+    assert!(port_is_free(port), "port {port} still in use after the stop");
+}
+
+/// Open fds of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
