@@ -112,18 +112,15 @@ fn lock_file(port: u16) -> Result<Option<PathBuf>, u32> {
             .open(&path)
         {
             Ok(mut file) => {
-                let _ = write!(file, "{}", std::process::id());
+                let me = std::process::id();
+                let _ = write!(file, "{me} {}", start_time(me).unwrap_or(0));
                 return Ok(Some(path));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
-                match owner {
-                    Some(pid) if pid != std::process::id() && sys::pid_exists(pid as sys::Pid) => {
-                        return Err(pid)
-                    }
-                    // Stale (dead owner, or half-written): take it over.
+                let owner = fs::read_to_string(&path).unwrap_or_default();
+                match live_owner(&owner) {
+                    Some(pid) if pid != std::process::id() => return Err(pid),
+                    // Stale (dead owner, recycled pid, or half-written): take it over.
                     _ => {
                         let _ = fs::remove_file(&path);
                     }
@@ -133,6 +130,29 @@ fn lock_file(port: u16) -> Result<Option<PathBuf>, u32> {
         }
     }
     Ok(None)
+}
+
+/// The owner named in a lock file (`"<pid> <start time>"`), if that very process still runs: a
+/// recycled pid has another start time. Where the start time is unknown (no /proc), the pid alone.
+fn live_owner(lock: &str) -> Option<u32> {
+    let mut fields = lock.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let recorded: u64 = fields.next()?.parse().ok()?;
+    let alive = match start_time(pid) {
+        Some(now) => recorded == 0 || now == recorded,
+        None => recorded == 0 && sys::pid_exists(pid as sys::Pid),
+    };
+    alive.then_some(pid)
+}
+
+/// A process's start time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// The pid of a process listening on `port`, found through `/proc/net/tcp{,6}` and `/proc/*/fd`.
@@ -196,6 +216,21 @@ mod tests {
             }
             other => panic!("expected PortInUse, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lock_of_a_recycled_or_dead_pid_is_stale() {
+        let me = std::process::id();
+        if let Some(start) = start_time(me) {
+            assert_eq!(live_owner(&format!("{me} {start}")), Some(me));
+            assert_eq!(
+                live_owner(&format!("{me} {}", start + 1)),
+                None,
+                "recycled pid"
+            );
+        }
+        assert_eq!(live_owner("999999999 5"), None, "dead pid");
+        assert_eq!(live_owner("garbage"), None);
     }
 
     #[test]
