@@ -168,7 +168,8 @@ impl Builder {
     }
 
     /// Fixes the port instead of picking a free one. A port something already listens on is
-    /// refused with [`Error::PortInUse`] before anything is spawned.
+    /// refused with [`Error::PortInUse`] before anything is spawned. `0` means "pick one", as it
+    /// does for `bind`.
     pub fn port(&mut self, port: u16) -> &mut Self {
         self.port = Some(port);
         self

@@ -83,7 +83,7 @@ pub enum Error {
         /// The leader's exit status.
         status: ExitStatus,
         /// The last lines of its output.
-        output: OutputTail,
+        output: Box<OutputTail>,
     },
     /// The server was not ready by the deadline (it has been stopped).
     NotReady {
@@ -96,7 +96,7 @@ pub enum Error {
         /// The last probe error, if any.
         last_error: Option<String>,
         /// The last lines of its output.
-        output: OutputTail,
+        output: Box<OutputTail>,
     },
     /// The stop sequence could not confirm that every process of the fixture is gone.
     StopIncomplete {

@@ -208,8 +208,8 @@ impl std::fmt::Debug for ProcessFixture {
 /// Spawns and waits for readiness; on failure, tears everything down before returning.
 pub(crate) fn spawn(builder: &Builder) -> Result<ProcessFixture, Error> {
     let reservation = match builder.fixed_port() {
-        Some(port) => port::fixed(port)?,
-        None => port::pick()?,
+        Some(port) if port != 0 => port::fixed(port)?,
+        _ => port::pick()?,
     };
     let (ready, timeout) = builder.readiness();
     let watch = ready.line_watch()?;
@@ -287,7 +287,7 @@ impl Inner {
     /// Turns a readiness failure into an error, after tearing the tree down.
     fn fail(mut self, failure: Failure) -> Error {
         let _ = self.finish();
-        let output = self.tail(ERROR_TAIL_LINES);
+        let output = Box::new(self.tail(ERROR_TAIL_LINES));
         let program = self.program.clone();
         match failure {
             Failure::Exited(status) => Error::ExitedBeforeReady {

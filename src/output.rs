@@ -292,8 +292,8 @@ impl Reader {
                 self.drain_all(&mut buf, Instant::now() + DRAIN_LIMIT);
                 return;
             }
-            for i in 0..3 {
-                if polls[i].revents != 0 {
+            for (i, poll) in polls[..3].iter().enumerate() {
+                if poll.revents != 0 {
                     self.drain(i, &mut buf, None);
                 }
             }

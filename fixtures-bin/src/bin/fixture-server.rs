@@ -1,0 +1,532 @@
+//! `fixture-server`: a tiny HTTP server with selectable, deterministic
+//! misbehaviours, used by process-fixture's integration tests.
+//!
+//! ```text
+//! fixture-server --mode MODE [--port N] [--workers N] [--bytes N]
+//!                [--exit-code N] [--stream stdout|stderr] [--delay-ms N]
+//! ```
+//!
+//! See README.md next to Cargo.toml for one line per mode. Every mode first
+//! prints `fixture-server mode=<mode> pid=<pid>` to stderr.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+const USAGE: &str = "usage: fixture-server --mode MODE [--port N] [--workers N] [--bytes N] \
+[--exit-code N] [--stream stdout|stderr] [--delay-ms N]";
+
+/// Upper bound on the request head we read before answering.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Per-connection I/O timeout, so a silent client cannot wedge a server.
+const CONN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Size of one write in `flood` mode.
+const FLOOD_CHUNK_BYTES: usize = 64 * 1024;
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+macro_rules! modes {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+        enum Mode { $($variant),+ }
+
+        impl Mode {
+            const ALL: &'static [Mode] = &[$(Mode::$variant),+];
+
+            fn name(self) -> &'static str {
+                match self { $(Mode::$variant => $name),+ }
+            }
+        }
+    };
+}
+
+modes! {
+    WellBehaved => "well-behaved",
+    ForkingMaster => "forking-master",
+    WorkersIgnoreTerm => "workers-ignore-term",
+    IgnoreTerm => "ignore-term",
+    SetsidEscapee => "setsid-escapee",
+    GrandchildHoldsStdout => "grandchild-holds-stdout",
+    CrashBeforeBind => "crash-before-bind",
+    NeverBinds => "never-binds",
+    Flood => "flood",
+    ReadyLine => "ready-line",
+    Daemonize => "daemonize",
+    ForkChurn => "fork-churn",
+    ExitAfterReady => "exit-after-ready",
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.iter().copied().find(|m| m.name() == s)
+    }
+
+    /// Whether the mode binds a port (and so needs `--port`).
+    fn binds(self) -> bool {
+        !matches!(self, Mode::CrashBeforeBind | Mode::NeverBinds)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug)]
+struct Opts {
+    mode: Mode,
+    port: u16,
+    workers: u32,
+    bytes: u64,
+    exit_code: i32,
+    stream: Stream,
+    delay: Duration,
+}
+
+/// Prints `msg` and the usage line to stderr and exits 2.
+fn usage_error(msg: &str) -> ! {
+    say(Stream::Stderr, &format!("fixture-server: {msg}\n{USAGE}"));
+    std::process::exit(2)
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    value
+        .parse()
+        .unwrap_or_else(|_| usage_error(&format!("invalid value for {flag}: {value:?}")))
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
+    let mut mode = None;
+    let mut port = None;
+    let mut opts = Opts {
+        mode: Mode::WellBehaved,
+        port: 0,
+        workers: 2,
+        bytes: 64 * 1024 * 1024,
+        exit_code: 3,
+        stream: Stream::Stdout,
+        delay: Duration::ZERO,
+    };
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next() else {
+            usage_error(&format!("unknown argument or missing value: {flag:?}"))
+        };
+        match flag.as_str() {
+            "--mode" => {
+                mode = Some(
+                    Mode::parse(&value)
+                        .unwrap_or_else(|| usage_error(&format!("unknown mode: {value:?}"))),
+                )
+            }
+            "--port" => port = Some(parse_num(&flag, &value)),
+            "--workers" => opts.workers = parse_num(&flag, &value),
+            "--bytes" => opts.bytes = parse_num(&flag, &value),
+            "--exit-code" => opts.exit_code = parse_num(&flag, &value),
+            "--delay-ms" => opts.delay = Duration::from_millis(parse_num(&flag, &value)),
+            "--stream" => {
+                opts.stream = match value.as_str() {
+                    "stdout" => Stream::Stdout,
+                    "stderr" => Stream::Stderr,
+                    _ => usage_error(&format!("invalid value for --stream: {value:?}")),
+                }
+            }
+            _ => usage_error(&format!("unknown argument: {flag:?}")),
+        }
+    }
+    opts.mode = mode.unwrap_or_else(|| usage_error("--mode is required"));
+    match port {
+        Some(p) => opts.port = p,
+        None if opts.mode.binds() => {
+            usage_error(&format!("--port is required for mode {}", opts.mode.name()))
+        }
+        None => {}
+    }
+    opts
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+/// Writes one line to `stream` and flushes. Errors (closed pipe, ...) are
+/// ignored: a helper server must never die because nobody reads its output.
+fn say(stream: Stream, line: &str) {
+    let _ = match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush())
+        }
+        Stream::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+    };
+}
+
+fn write_chunk(stream: Stream, chunk: &[u8]) -> std::io::Result<()> {
+    match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(chunk).and_then(|()| out.flush())
+        }
+        Stream::Stderr => std::io::stderr().lock().write_all(chunk),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock benches compare against).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let (secs, nanos) = (ts.tv_sec.unsigned_abs(), ts.tv_nsec.unsigned_abs());
+    secs * 1_000_000_000 + nanos
+}
+
+/// Binds 127.0.0.1:`port` (0 picks a free port) or exits 1. Prints
+/// `bound_ns=<CLOCK_MONOTONIC ns>` to stderr once the port accepts connections.
+fn bind(port: u16) -> TcpListener {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+        say(
+            Stream::Stderr,
+            &format!("fixture-server: cannot bind 127.0.0.1:{port}: {e}"),
+        );
+        std::process::exit(1)
+    });
+    say(Stream::Stderr, &format!("bound_ns={}", monotonic_ns()));
+    listener
+}
+
+fn local_port(listener: &TcpListener) -> u16 {
+    listener.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+fn say_listening(listener: &TcpListener) {
+    say(
+        Stream::Stdout,
+        &format!("listening on 127.0.0.1:{}", local_port(listener)),
+    );
+}
+
+/// Blocking accept loop answering every connection with `ok pid=<pid>`.
+fn serve(listener: &TcpListener) -> ! {
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => answer(conn),
+            // E.g. EMFILE: back off instead of spinning.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Reads the request head (bounded) and writes the fixed response. All
+/// errors are ignored: a broken connection only affects itself.
+fn answer(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(CONN_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(CONN_TIMEOUT));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < MAX_REQUEST_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = format!("ok pid={}\n", std::process::id());
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(response.as_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Signals and processes
+// ---------------------------------------------------------------------------
+
+fn sigterm_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset fully initialises the set before it is read.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGTERM in the calling thread. Must be called while the process is
+/// still single-threaded, before any fork, so that every later thread
+/// inherits the mask and no SIGTERM can slip in before `exit_on_sigterm`.
+/// Also resets an inherited SIG_IGN disposition, which would discard SIGTERM.
+fn block_sigterm() {
+    let set = sigterm_set();
+    // SAFETY: plain syscalls with a valid set pointer; a null old-set pointer
+    // is allowed.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits (with SIGTERM blocked, see `block_sigterm`) for SIGTERM, then prints
+/// `shutting down` and exits 0.
+fn wait_for_sigterm_then_exit() -> ! {
+    let set = sigterm_set();
+    loop {
+        let mut sig = 0;
+        // SAFETY: valid pointers to a set and an int.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 && sig == libc::SIGTERM {
+            say(Stream::Stderr, "shutting down");
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Makes the process exit 0 on SIGTERM via a dedicated `sigwait` thread.
+/// `block_sigterm` must have been called first.
+fn exit_on_sigterm() {
+    std::thread::spawn(|| wait_for_sigterm_then_exit());
+}
+
+/// What a (forked) process does on SIGTERM.
+#[derive(Clone, Copy)]
+enum OnTerm {
+    Die,
+    Ignore,
+}
+
+/// Sets the SIGTERM disposition and clears the signal mask, undoing any
+/// blocked mask or ignored disposition inherited from the parent.
+fn set_sigterm(on_term: OnTerm) {
+    let handler = match on_term {
+        OnTerm::Die => libc::SIG_DFL,
+        OnTerm::Ignore => libc::SIG_IGN,
+    };
+    // SAFETY: plain syscalls with valid arguments; the empty set is
+    // initialised by sigemptyset.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// Forks; the child runs `child` and then `_exit(0)`s, the parent gets the
+/// child's pid. The process must be single-threaded when this is called.
+fn fork_child(child: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the process is single-threaded (callers fork before spawning
+    // any thread), so the child may run arbitrary code.
+    match unsafe { libc::fork() } {
+        -1 => {
+            say(Stream::Stderr, "fixture-server: fork failed");
+            std::process::exit(1)
+        }
+        0 => {
+            child();
+            // SAFETY: terminating the child without running the parent's
+            // atexit handlers is exactly what we want.
+            unsafe { libc::_exit(0) }
+        }
+        pid => pid,
+    }
+}
+
+fn setsid() {
+    // SAFETY: plain syscall; fails only if already a group leader.
+    unsafe { libc::setsid() };
+}
+
+fn pause_forever() -> ! {
+    loop {
+        // SAFETY: plain syscall.
+        unsafe { libc::pause() };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Modes
+// ---------------------------------------------------------------------------
+
+fn well_behaved(opts: &Opts) -> ! {
+    block_sigterm();
+    let listener = bind(opts.port);
+    say_listening(&listener);
+    exit_on_sigterm();
+    serve(&listener)
+}
+
+/// `forking-master` and `workers-ignore-term`: workers serve the shared
+/// listener; the master only waits for SIGTERM and exits 0 without touching
+/// its workers.
+fn forking_master(opts: &Opts, workers_on_term: OnTerm) -> ! {
+    block_sigterm();
+    let listener = bind(opts.port);
+    for _ in 0..opts.workers {
+        fork_child(|| {
+            set_sigterm(workers_on_term);
+            serve(&listener)
+        });
+    }
+    say(Stream::Stdout, "master ready");
+    wait_for_sigterm_then_exit()
+}
+
+fn ignore_term(opts: &Opts) -> ! {
+    set_sigterm(OnTerm::Ignore);
+    serve(&bind(opts.port))
+}
+
+fn setsid_escapee(opts: &Opts) -> ! {
+    block_sigterm();
+    let listener = bind(opts.port);
+    let escapee = fork_child(|| {
+        setsid();
+        set_sigterm(OnTerm::Die);
+        serve(&listener)
+    });
+    say(Stream::Stdout, &format!("escapee pid={escapee}"));
+    wait_for_sigterm_then_exit()
+}
+
+fn grandchild_holds_stdout(opts: &Opts) -> ! {
+    block_sigterm();
+    // Fork before binding so the holder keeps only stdout/stderr, not the port.
+    let holder = fork_child(|| {
+        setsid();
+        set_sigterm(OnTerm::Die);
+        pause_forever()
+    });
+    let listener = bind(opts.port);
+    say(Stream::Stdout, &format!("holder pid={holder}"));
+    exit_on_sigterm();
+    serve(&listener)
+}
+
+fn crash_before_bind(opts: &Opts) -> ! {
+    say(Stream::Stdout, "starting");
+    say(Stream::Stderr, "fatal: simulated crash before bind");
+    std::process::exit(opts.exit_code)
+}
+
+fn never_binds() -> ! {
+    set_sigterm(OnTerm::Die);
+    say(Stream::Stdout, "starting, will never bind");
+    pause_forever()
+}
+
+fn flood(opts: &Opts) -> ! {
+    block_sigterm();
+    // Installed before flooding so SIGTERM is graceful even mid-flood.
+    exit_on_sigterm();
+    let line = format!("{}...\n", "flood ".repeat(10)); // 64 bytes
+    let chunk = line.repeat(FLOOD_CHUNK_BYTES / line.len());
+    let mut left = opts.bytes;
+    while left > 0 {
+        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        // The tail of a chunk ends with '\n', so later output starts a line.
+        if write_chunk(opts.stream, &chunk.as_bytes()[chunk.len() - n..]).is_err() {
+            break; // EPIPE etc.: stop flooding, keep going.
+        }
+        left -= n as u64;
+    }
+    let listener = bind(opts.port);
+    say_listening(&listener);
+    serve(&listener)
+}
+
+fn ready_line(opts: &Opts) -> ! {
+    block_sigterm();
+    exit_on_sigterm();
+    std::thread::sleep(opts.delay);
+    let listener = bind(opts.port);
+    say(Stream::Stderr, &format!("ready_ns={}", monotonic_ns()));
+    say(
+        opts.stream,
+        &format!("READY port={}", local_port(&listener)),
+    );
+    serve(&listener)
+}
+
+fn daemonize(opts: &Opts) -> ! {
+    fork_child(|| {
+        setsid();
+        set_sigterm(OnTerm::Die);
+        let listener = bind(opts.port);
+        say(
+            Stream::Stderr,
+            &format!("daemon pid={}", std::process::id()),
+        );
+        serve(&listener)
+    });
+    std::process::exit(0)
+}
+
+fn fork_churn(opts: &Opts) -> ! {
+    set_sigterm(OnTerm::Die);
+    let listener = bind(opts.port);
+    for _ in 0..opts.workers {
+        fork_child(churn_forever);
+    }
+    serve(&listener)
+}
+
+/// Forks short-lived grandchildren back to back, forever.
+fn churn_forever() {
+    loop {
+        // SAFETY: this process is single-threaded; the grandchild only
+        // sleeps and `_exit`s.
+        match unsafe { libc::fork() } {
+            -1 => std::thread::sleep(Duration::from_millis(1)),
+            0 => unsafe {
+                libc::usleep(1000);
+                libc::_exit(0)
+            },
+            pid => unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            },
+        }
+    }
+}
+
+fn exit_after_ready(opts: &Opts) -> ! {
+    let listener = bind(opts.port);
+    say_listening(&listener);
+    std::thread::spawn(move || serve(&listener));
+    std::thread::sleep(opts.delay);
+    std::process::exit(opts.exit_code)
+}
+
+fn main() {
+    let opts = parse_args(std::env::args().skip(1));
+    say(
+        Stream::Stderr,
+        &format!(
+            "fixture-server mode={} pid={}",
+            opts.mode.name(),
+            std::process::id()
+        ),
+    );
+    match opts.mode {
+        Mode::WellBehaved => well_behaved(&opts),
+        Mode::ForkingMaster => forking_master(&opts, OnTerm::Die),
+        Mode::WorkersIgnoreTerm => forking_master(&opts, OnTerm::Ignore),
+        Mode::IgnoreTerm => ignore_term(&opts),
+        Mode::SetsidEscapee => setsid_escapee(&opts),
+        Mode::GrandchildHoldsStdout => grandchild_holds_stdout(&opts),
+        Mode::CrashBeforeBind => crash_before_bind(&opts),
+        Mode::NeverBinds => never_binds(),
+        Mode::Flood => flood(&opts),
+        Mode::ReadyLine => ready_line(&opts),
+        Mode::Daemonize => daemonize(&opts),
+        Mode::ForkChurn => fork_churn(&opts),
+        Mode::ExitAfterReady => exit_after_ready(&opts),
+    }
+}
