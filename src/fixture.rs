@@ -336,11 +336,10 @@ impl Inner {
         }
         let bound =
             self.grace + guardian::GROUP_GRACE_MAX + guardian::KILL_WAIT + Duration::from_secs(2);
-        let stopped = self.monitor.wait_for(started + bound, |s| {
-            s.stopped
-                .map(Some)
-                .or_else(|| s.guardian_closed.then_some(None))
-        });
+        // The report, then EOF: the guardian has exited, so reaping it is immediate.
+        let stopped = self
+            .monitor
+            .wait_for(started + bound, |s| s.guardian_closed.then_some(s.stopped));
         let elapsed = started.elapsed();
         reap_guardian(self.guardian);
         self.monitor.shutdown();

@@ -504,7 +504,14 @@ fn stop(leader: &mut Leader, tree: &mut Tree, plan: &Plan) -> Msg {
 
     // 2. The rest of the group and the escapees: TERM, then CONT (a stopped member keeps TERM
     //    pending until continued, R2.3), for a short grace.
-    let members = tree.count_group();
+    // Count the group's other live members. With the leader gone and no live child of ours,
+    // there are none (a live descendant has a live child of ours above it): skip the /proc scan.
+    let census = tree.sweep(None);
+    let members = if leader.exited() && tree.is_empty(&census) {
+        0
+    } else {
+        tree.count_group()
+    };
     for sig in [libc::SIGTERM, libc::SIGCONT] {
         leader.signal(Target::Group(tree.pgid), sig);
         tree.sweep(Some(sig));

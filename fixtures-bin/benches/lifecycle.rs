@@ -32,14 +32,18 @@ fn fixture(mode: &str, ready: Ready) -> ProcessFixture {
         .unwrap_or_else(|e| panic!("{mode}: {e}"))
 }
 
-/// The server's `<key>=<ns>` line on stderr.
+/// The server's `<key>=<ns>` line on stderr. Its stdout and stderr are two pipes with no order
+/// between them, so the stamp may arrive just after a stdout line made the fixture ready: poll.
 fn stamp(fx: &ProcessFixture, key: &str) -> u64 {
-    let text = fx.stderr();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {text:?}"));
-    line.trim().parse().expect("a number")
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = fx.stderr();
+        if let Some(value) = text.lines().find_map(|l| l.strip_prefix(key)) {
+            return value.trim().parse().expect("a number");
+        }
+        assert!(Instant::now() < deadline, "no {key} in {text:?}");
+        std::thread::yield_now();
+    }
 }
 
 struct Samples(Vec<Duration>);
