@@ -227,10 +227,11 @@ impl Builder {
         }
         let port = port.to_string();
         let env = self.environment(&port);
-        let path = self.resolve_program(&env)?;
+        // NUL bytes first: they make any file lookup fail for the wrong reason.
         let mut argv = vec![c_string(self.program.as_bytes(), || {
             "the program name".into()
         })?];
+        let path = self.resolve_program(&env)?;
         for (i, arg) in self.args.iter().enumerate() {
             let arg = substitute(arg.as_bytes(), &port);
             argv.push(c_string(&arg, || format!("argument {}", i + 1))?);
@@ -274,6 +275,9 @@ impl Builder {
     }
 
     fn check_dir(&self, dir: &Path) -> Result<CString, Error> {
+        let c_dir = c_string(dir.as_os_str().as_bytes(), || {
+            "the working directory".into()
+        })?;
         let meta = std::fs::metadata(dir).map_err(|source| Error::CurrentDir {
             path: dir.into(),
             source,
@@ -285,9 +289,7 @@ impl Builder {
                 source,
             });
         }
-        c_string(dir.as_os_str().as_bytes(), || {
-            "the working directory".into()
-        })
+        Ok(c_dir)
     }
 
     /// Finds the program as `execvp` would, but before the fork, so that "not found" is a clear
