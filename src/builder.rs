@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::guardian::Plan;
-use crate::{Error, ProcessFixture, Ready};
+use crate::{Containment, Error, ProcessFixture, Ready};
 
 /// A signal to stop the server with (see [`Builder::stop_signal`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,6 +81,7 @@ pub struct Builder {
     ready_timeout: Duration,
     grace: Duration,
     stop_signal: Signal,
+    containment: Option<Containment>,
 }
 
 impl Builder {
@@ -96,6 +97,7 @@ impl Builder {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             grace: DEFAULT_GRACE,
             stop_signal: Signal::TERM,
+            containment: None,
         }
     }
 
@@ -200,6 +202,15 @@ impl Builder {
         self
     }
 
+    /// Requires a containment level instead of the best available (Linux: [`Containment::Subreaper`];
+    /// elsewhere [`Containment::ProcessGroup`]). `ProcessGroup` forbids the subreaper: descendants
+    /// that call `setsid` then escape, as they would on macOS. Requiring `Subreaper` where there is
+    /// none fails at spawn with [`Error::Unsupported`].
+    pub fn containment(&mut self, containment: Containment) -> &mut Self {
+        self.containment = Some(containment);
+        self
+    }
+
     /// Starts the server and waits until it is ready.
     ///
     /// On any failure the whole process tree is torn down before the error is returned.
@@ -252,7 +263,17 @@ impl Builder {
             None => None,
         };
         let path = c_string(path.as_os_str().as_bytes(), || "the program path".into())?;
-        Ok(Plan::new(path, argv, envp, cwd, signal, self.grace))
+        let mut plan = Plan::new(path, argv, envp, cwd);
+        plan.stop_signal = signal;
+        plan.grace = self.grace;
+        plan.subreaper = self.containment != Some(Containment::ProcessGroup);
+        plan.pidfd = !forced("no-pidfd");
+        if self.containment == Some(Containment::Subreaper) && !cfg!(target_os = "linux") {
+            return Err(Error::Unsupported {
+                what: "Containment::Subreaper (Linux only)",
+            });
+        }
+        Ok(plan)
     }
 
     /// The server's environment: inherited unless cleared, with our changes, `{port}` filled in.
@@ -338,6 +359,12 @@ impl Builder {
             .cloned()
             .ok_or_else(not_found)
     }
+}
+
+/// Whether `PROCESS_FIXTURE_FORCE` (comma-separated) names this fallback, e.g. `no-pidfd`: kernel
+/// features are probed at run time, and each fallback can be forced to test it (R8.3).
+fn forced(fallback: &str) -> bool {
+    std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.split(',').any(|f| f.trim() == fallback))
 }
 
 /// Replaces every `{port}` in `text`.

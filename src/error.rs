@@ -105,6 +105,11 @@ pub enum Error {
         /// What was seen.
         detail: String,
     },
+    /// A feature that this platform does not have was required.
+    Unsupported {
+        /// What was required.
+        what: &'static str,
+    },
     /// An OS call in the test process failed.
     Io {
         /// What we were doing.
@@ -180,6 +185,7 @@ impl fmt::Display for Error {
             Error::StopIncomplete { program, detail } => {
                 write!(f, "stopping {program:?} did not complete: {detail}")
             }
+            Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -36,6 +36,10 @@ pub(crate) struct Plan {
     pub cwd: Option<CString>,
     pub stop_signal: libc::c_int,
     pub grace: Duration,
+    /// Make the guardian a child subreaper (Linux), so that escapees re-parent to it.
+    pub subreaper: bool,
+    /// Watch the leader's exit through a pidfd (Linux ≥ 5.3) rather than by polling.
+    pub pidfd: bool,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
     /// Own the strings the pointer arrays point into.
@@ -43,13 +47,12 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// A plan with SIGTERM, the default grace, and every kernel feature that is there.
     pub fn new(
         path: CString,
         argv: Vec<CString>,
         envp: Vec<CString>,
         cwd: Option<CString>,
-        stop_signal: libc::c_int,
-        grace: Duration,
     ) -> Plan {
         let nul_terminated = |v: &[CString]| {
             v.iter()
@@ -63,8 +66,10 @@ impl Plan {
             _strings: (argv, envp),
             path,
             cwd,
-            stop_signal,
-            grace,
+            stop_signal: libc::SIGTERM,
+            grace: crate::DEFAULT_GRACE,
+            subreaper: true,
+            pidfd: true,
         }
     }
 }
@@ -144,7 +149,7 @@ pub(crate) fn start(plan: &Plan, ends: &Ends) -> std::io::Result<Pid> {
 /// The guardian's whole life. Never returns.
 fn run(plan: &Plan, ends: &Ends, test_pid: Pid, test_pgrp: Pid) -> ! {
     setup(ends, test_pid, test_pgrp);
-    let subreaper = sys::become_subreaper();
+    let subreaper = plan.subreaper && sys::become_subreaper();
     let mut leader = match spawn_leader(plan, ends) {
         Ok(leader) => leader,
         Err(failed) => {
@@ -240,7 +245,11 @@ fn spawn_leader(plan: &Plan, ends: &Ends) -> Result<Leader, Msg> {
     }
     Ok(Leader {
         pid,
-        pidfd: sys::pidfd_open(pid),
+        pidfd: if plan.pidfd {
+            sys::pidfd_open(pid)
+        } else {
+            None
+        },
         exit: None,
         reaped: false,
     })
@@ -415,15 +424,24 @@ impl Tree {
 
     /// No live process of the fixture remains, the leader having exited (R2.1). On Linux the
     /// subreaper sees everything: a live descendant always has a live direct child of ours above
-    /// it. Without a subreaper (macOS) only the group can be checked: `kill(-pgid, 0)` gives EPERM
-    /// for an all-zombie group there, ESRCH for a gone one (TEARDOWN.md Q2).
+    /// it. Without a subreaper only the group can be checked: on Linux, no live process in /proc
+    /// with its pgrp; on macOS `kill(-pgid, 0)` gives EPERM for an all-zombie group, ESRCH for a
+    /// gone one (TEARDOWN.md Q2).
     fn is_empty(&self, census: &Census) -> bool {
-        if self.subreaper {
-            census.live_children == 0
-        } else {
-            let probe = sys::group_probe(self.pgid);
-            census.live_children == 0 && (probe == libc::EPERM || probe == libc::ESRCH)
+        if census.live_children > 0 {
+            return false;
         }
+        if self.subreaper {
+            return true;
+        }
+        let mut live = 0;
+        if sys::for_each_process(|_, stat| {
+            live += u32::from(stat.pgrp == self.pgid && stat.is_live())
+        }) {
+            return live == 0;
+        }
+        let probe = sys::group_probe(self.pgid);
+        probe == libc::EPERM || probe == libc::ESRCH
     }
 
     /// Live members of the leader's group other than the leader (Linux: one /proc scan).
