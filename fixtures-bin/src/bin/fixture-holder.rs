@@ -3,7 +3,7 @@
 //! process that never ran (or could not run) `Drop` (TEARDOWN.md R4.1, R4.2, R4.3).
 //!
 //! ```text
-//! fixture-holder --server PATH --mode MODE --then wait|abort|exit-static|panic|thread-exit
+//! fixture-holder --server PATH --mode MODE --then wait|abort|exit-static|panic|thread-exit|drop|kill-own-group
 //! ```
 //!
 //! It spawns `PATH --mode MODE --port {port}` (plus `--workers 2` for `forking-master`) with
@@ -17,7 +17,12 @@
 //! - `panic`: panics with the fixture in a local: `Drop` runs while unwinding and prints the
 //!   server's last output lines to stderr; exit code 101;
 //! - `thread-exit`: the fixture was spawned on a thread that has exited since (R4.2); prints
-//!   `still-alive` once the server still answers after that thread is gone, then blocks forever.
+//!   `still-alive` once the server still answers after that thread is gone, then blocks forever;
+//! - `drop`: a passing test: the server answers, the fixture is dropped, `dropped` is printed,
+//!   exit 0 (tests/terminal.rs runs it in `cmd 2>&1 | tee log` under job control, R5.1);
+//! - `kill-own-group`: the vLLM bug on purpose, the negative control of that test: the holder
+//!   calls `setpgid(0, 0)` itself, ignores SIGTERM and sends it to its own process group, which
+//!   under job control is the whole pipeline, `tee` included.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -30,7 +35,7 @@ use process_fixture::{ProcessFixture, Ready};
 static FIXTURE: OnceLock<Mutex<ProcessFixture>> = OnceLock::new();
 
 const USAGE: &str = "usage: fixture-holder --server PATH --mode MODE \
-                     --then wait|abort|exit-static|panic|thread-exit";
+                     --then wait|abort|exit-static|panic|thread-exit|drop|kill-own-group";
 
 fn usage(msg: &str) -> ! {
     eprintln!("fixture-holder: {msg}\n{USAGE}");
@@ -188,6 +193,25 @@ fn main() {
             let drained = wait_until(Duration::from_secs(10), || !fx.stdout().is_empty());
             eprintln!("fixture-holder: server stdout drained before the panic: {drained}");
             panic!("holder panicked on purpose");
+        }
+        "drop" => {
+            let fx = spawn(&opts);
+            announce(&fx);
+            assert!(answers(fx.port(), 0), "the server does not answer");
+            drop(fx);
+            say("dropped");
+        }
+        "kill-own-group" => {
+            let fx = spawn(&opts);
+            announce(&fx);
+            // SAFETY: plain syscalls. This is the bug process-fixture must never commit.
+            unsafe {
+                libc::setpgid(0, 0);
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                libc::kill(0, libc::SIGTERM);
+            }
+            drop(fx);
+            say("dropped");
         }
         "thread-exit" => {
             let spawner = std::thread::Builder::new()
