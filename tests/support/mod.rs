@@ -3,21 +3,26 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Path of a `fixtures-bin` binary (`fixture-server`, `fixture-holder`). `cargo test` and
-/// `cargo nextest run` build them with the workspace (they are default members with tests of
-/// their own); when a single test target was built, they are built here, once.
+/// Path of a `fixtures-bin` binary (`fixture-server`, `fixture-holder`, `alloc-trap`).
+/// `cargo test` and `cargo nextest run` build them with the workspace (they are default members
+/// with tests of their own). When only one test target was built (`cargo test --test stop`), they
+/// may be missing or older than the library they link: then they are built here, once a process.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test binary> -> target/<profile>/
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
     let path = dir.join(name);
-    if !path.exists() {
+    if is_stale(&path) {
         BUILT.get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
@@ -31,6 +36,30 @@ pub fn bin(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// Missing, or older than a source file of the library or of fixtures-bin.
+fn is_stale(binary: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("src"), root.join("fixtures-bin/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > built)
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The `fixture-server` helper binary.
@@ -90,17 +119,26 @@ pub fn all_processes() -> Vec<Proc> {
 
 /// Processes (zombies included) whose process group is `pgid`.
 pub fn group_members(pgid: u32) -> Vec<Proc> {
-    all_processes().into_iter().filter(|p| p.pgrp == pgid).collect()
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid)
+        .collect()
 }
 
 /// Live (non-zombie) processes whose process group is `pgid`.
 pub fn live_members(pgid: u32) -> Vec<Proc> {
-    group_members(pgid).into_iter().filter(Proc::is_live).collect()
+    group_members(pgid)
+        .into_iter()
+        .filter(Proc::is_live)
+        .collect()
 }
 
 /// Direct children of `pid`.
 pub fn children(pid: u32) -> Vec<Proc> {
-    all_processes().into_iter().filter(|p| p.ppid == pid).collect()
+    all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .collect()
 }
 
 /// All descendants of `pid`, depth first.
@@ -143,10 +181,15 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    Ok(text.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string()))
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string()))
 }
 
 /// Asserts that nothing of a stopped fixture remains: no process (not even a zombie) in its
@@ -154,14 +197,22 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 /// binds again.
 pub fn assert_nothing_left(pgid: u32, extra: &[Proc], port: u16) {
     let members = group_members(pgid);
-    assert!(members.is_empty(), "processes left in group {pgid}: {members:?}");
+    assert!(
+        members.is_empty(),
+        "processes left in group {pgid}: {members:?}"
+    );
     for p in extra {
         assert!(!p.still_exists(), "process {p:?} survived the stop");
     }
-    assert!(port_is_free(port), "port {port} still in use after the stop");
+    assert!(
+        port_is_free(port),
+        "port {port} still in use after the stop"
+    );
 }
 
 /// Open fds of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
