@@ -25,6 +25,18 @@ fn server(mode: &str, containment: Option<Containment>) -> ProcessFixture {
     b.spawn().unwrap_or_else(|e| panic!("{mode}: {e}"))
 }
 
+/// The escapee the server printed as `escapee pid=<pid>`, once it has left the leader's group
+/// (the server prints the pid right after `fork`, before the child's `setsid`).
+fn escapee(fx: &ProcessFixture) -> Proc {
+    let pid = printed_pid(fx, "escapee pid=");
+    let left = || Proc::read(pid).is_some_and(|p| p.pgrp != fx.pgid());
+    assert!(
+        support::wait_until(EVENTUALLY, left),
+        "the escapee never left the group"
+    );
+    Proc::read(pid).unwrap()
+}
+
 /// The pid the server printed on stdout as `<key>=<pid>`.
 fn printed_pid(fx: &ProcessFixture, key: &str) -> u32 {
     let mut pid = None;
@@ -52,12 +64,7 @@ fn the_default_on_linux_is_the_subreaper() {
 #[test]
 fn with_the_subreaper_a_setsid_escapee_is_caught() {
     let fx = server("setsid-escapee", None);
-    let escapee = Proc::read(printed_pid(&fx, "escapee pid=")).expect("escapee runs");
-    assert_ne!(
-        escapee.pgrp,
-        fx.pgid(),
-        "the escapee left the leader's group"
-    );
+    let escapee = escapee(&fx);
     let (pgid, port) = (fx.pgid(), fx.port());
     let report = fx.stop().unwrap();
     assert!(report.escapees_killed >= 1, "{report:?}");
@@ -67,7 +74,7 @@ fn with_the_subreaper_a_setsid_escapee_is_caught() {
 #[test]
 fn with_the_process_group_only_a_setsid_escapee_survives() {
     let fx = server("setsid-escapee", Some(Containment::ProcessGroup));
-    let escapee = Proc::read(printed_pid(&fx, "escapee pid=")).expect("escapee runs");
+    let escapee = escapee(&fx);
     let (pgid, port) = (fx.pgid(), fx.port());
     let report = fx.stop().unwrap();
     assert_eq!(report.containment, Containment::ProcessGroup);
