@@ -397,3 +397,17 @@ fn reap_guardian(pid: Pid) {
         sys::poll_readable(&mut [], backoff.next());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shared server lives in a `static OnceLock<ProcessFixture>`, used from every test thread.
+    #[test]
+    fn a_fixture_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<ProcessFixture>();
+        shareable::<StopReport>();
+        shareable::<Error>();
+    }
+}
