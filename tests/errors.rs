@@ -17,43 +17,17 @@
 
 mod support;
 
+use support::{marked_processes, marker, MARKER_VAR};
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use process_fixture::{Builder, Error, ProcessFixture, Ready, Signal};
 
 const EVENTUALLY: Duration = Duration::from_secs(20);
-/// Set on every server these tests try to start, so that a stray process would be found.
-const MARKER_VAR: &str = "PF_ERRORS_TEST_MARKER";
-
-/// A marker value unique to this process and call.
-fn marker(test: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Pids of live processes whose environment carries `MARKER_VAR=marker`.
-fn marked_processes(marker: &str) -> Vec<u32> {
-    let wanted = format!("{MARKER_VAR}={marker}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
-        })
-        .collect()
-}
-
 /// The environment of a running process, as `KEY=value` strings.
 fn environ_of(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("reading environ");

@@ -17,43 +17,20 @@
 
 mod support;
 
+use support::{marked_processes, marker, MARKER_VAR};
+
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use process_fixture::{ProcessFixture, Ready};
 use support::Proc;
 
-const MARKER_VAR: &str = "PF_SOAK_MARKER";
 const EVENTUALLY: Duration = Duration::from_secs(30);
 
 /// The fd count is per process: with `cargo test` the soaks of this binary run on parallel
 /// threads of one process, so they take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn marker(test: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Live processes whose environment carries `MARKER_VAR=marker` (workers inherit it).
-fn marked_processes(marker: &str) -> Vec<u32> {
-    let wanted = format!("{MARKER_VAR}={marker}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
-        })
-        .collect()
-}
 
 /// One spawn/stop cycle of a forking master with 2 workers, checked. Returns its processes
 /// (master, workers, guardian).

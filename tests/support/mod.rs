@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -215,4 +216,29 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .count()
+}
+
+/// The environment variable the tests set on the servers they start, so that a stray one is found.
+pub const MARKER_VAR: &str = "PF_TEST_MARKER";
+
+/// A marker value unique to this test process and call.
+pub fn marker(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{test}-{}-{n}", std::process::id())
+}
+
+/// Pids of running processes whose environment has `MARKER_VAR=marker` (workers inherit it;
+/// zombies have an empty environment, so only processes that still run are found).
+pub fn marked_processes(marker: &str) -> Vec<u32> {
+    let wanted = format!("{MARKER_VAR}={marker}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
+        })
+        .collect()
 }
