@@ -73,6 +73,32 @@ fn self_check() {
     );
 }
 
+/// Waits until the escapee has called `setsid` (the server prints its pid right after `fork`),
+/// so that the stop really has an escapee to sweep.
+fn wait_for_escape(fx: &ProcessFixture) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let escaped = || {
+        let pid: u32 = fx
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("escapee pid=")?.trim().parse().ok())?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let pgrp: u32 = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()?;
+        (pgrp != fx.pgid()).then_some(())
+    };
+    while escaped().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the escapee never called setsid"
+        );
+        std::thread::yield_now();
+    }
+}
+
 fn main() {
     // SAFETY: getpid has no preconditions.
     OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
@@ -98,6 +124,9 @@ fn main() {
             .grace_period(Duration::from_millis(100))
             .spawn()
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        if mode == "setsid-escapee" {
+            wait_for_escape(&fx);
+        }
         let report = fx.stop().unwrap_or_else(|e| panic!("{mode}: {e}"));
         println!("{mode}: {report}");
     }
