@@ -363,6 +363,9 @@ struct Tree {
 #[derive(Default)]
 struct Census {
     live_children: u32,
+    /// Dead children found (and reaped). Their own children were re-parented to us, maybe after
+    /// the list was read, so a sweep that found any proves nothing about emptiness.
+    dead_children: u32,
 }
 
 impl Tree {
@@ -400,6 +403,7 @@ impl Tree {
                     }
                 }
                 _ => {
+                    census.dead_children += 1;
                     let _ = sys::try_reap(child);
                 }
             }
@@ -412,6 +416,17 @@ impl Tree {
             });
         }
         census
+    }
+
+    /// Has every process of the fixture exited? The leader's exit is observed *before* the list of
+    /// children is read: the kernel re-parents a process's children before it becomes a zombie,
+    /// so an exited leader's children are all in that list. A sweep that met a dead child is not
+    /// conclusive (its children may have come to us after the list was read): the caller polls
+    /// again. With `sig`, the sweep also signals every live child.
+    fn settled(&mut self, leader: &mut Leader, sig: Option<libc::c_int>) -> bool {
+        let exited = leader.exited();
+        let census = self.sweep(sig);
+        exited && census.dead_children == 0 && self.is_empty(&census)
     }
 
     fn note_escapee(&mut self, pid: Pid) {
@@ -484,8 +499,7 @@ fn watch(leader: &mut Leader, tree: &mut Tree, ends: &Ends) {
     let mut backoff = Backoff::new(IDLE_POLL_MAX);
     let mut gone_reported = false;
     loop {
-        let census = tree.sweep(None);
-        if !gone_reported && leader.exited() && tree.is_empty(&census) {
+        if !gone_reported && tree.settled(leader, None) {
             let mut gone = Msg::new(Msg::GONE);
             gone.status = leader.exit.unwrap_or_default();
             report(ends, &gone);
@@ -524,8 +538,7 @@ fn stop(leader: &mut Leader, tree: &mut Tree, plan: &Plan) -> Msg {
     //    pending until continued, R2.3), for a short grace.
     // Count the group's other live members. With the leader gone and no live child of ours,
     // there are none (a live descendant has a live child of ours above it): skip the /proc scan.
-    let census = tree.sweep(None);
-    let members = if leader.exited() && tree.is_empty(&census) {
+    let members = if tree.settled(leader, None) {
         0
     } else {
         tree.count_group()
@@ -573,8 +586,7 @@ fn wait_empty(
             leader.signal(Target::Group(tree.pgid), sig);
             leader.signal(Target::Process(leader.pid), sig);
         }
-        let census = tree.sweep(kill);
-        if leader.exited() && tree.is_empty(&census) {
+        if tree.settled(leader, kill) {
             return true;
         }
         let now = Instant::now();
