@@ -139,11 +139,20 @@ impl Msg {
 pub(crate) fn start(plan: &Plan, ends: &Ends) -> std::io::Result<Pid> {
     let test_pid = sys::getpid();
     let test_pgrp = sys::getpgrp();
+    let _gate = fork_gate();
     // SAFETY: the child runs only `run`, which makes async-signal-safe calls and never returns.
     match unsafe { sys::fork() }? {
         0 => run(plan, ends, test_pid, test_pgrp),
         pid => Ok(pid),
     }
+}
+
+/// Held around every guardian `fork()` and around short-lived sockets the test process closes and
+/// expects gone at once (the port check): a guardian forked in between would hold a copy until it
+/// closes its inherited fds, and the port would look busy for that instant.
+pub(crate) fn fork_gate() -> std::sync::MutexGuard<'static, ()> {
+    static GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The guardian's whole life. Never returns.

@@ -91,7 +91,11 @@ fn reserve(port: u16) -> Result<Reservation, Option<u32>> {
     }
     let mut reservation = Reservation { port, lock: None };
     reservation.lock = lock_file(port).map_err(Some)?;
-    if TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_err() {
+    let bindable = {
+        let _gate = crate::guardian::fork_gate(); // no guardian may inherit the probe socket
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_ok()
+    };
+    if !bindable {
         return Err(listener_pid(port));
     }
     Ok(reservation)
