@@ -200,18 +200,20 @@ fn setup(ends: &Ends, test_pid: Pid, test_pgrp: Pid) {
     sys::close_all_except(&keep);
     // A host that ignores SIGCHLD would have our zombies auto-reaped, freeing the pinned pid (R1.4).
     sys::set_ignored(libc::SIGCHLD, false);
-    // Stop requests arrive only through the lifeline; a stray `pkill` or terminal signal must not
-    // kill the guardian and orphan the server. EPIPE on the report pipe is handled, not fatal.
-    for sig in [
+    // Stop requests arrive only through the lifeline: a stray `pkill` or terminal signal must not
+    // kill (or job-control stop) the guardian and orphan the server. EPIPE on the report pipe is
+    // handled, not fatal. The server gets default dispositions back before exec.
+    let ignored = [
         libc::SIGINT,
         libc::SIGTERM,
         libc::SIGHUP,
         libc::SIGQUIT,
         libc::SIGPIPE,
-    ] {
-        sys::set_ignored(sig, true);
-    }
-    for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ];
+    for sig in ignored {
         sys::set_ignored(sig, true);
     }
 }
@@ -317,10 +319,17 @@ impl Leader {
         self.exit.is_some()
     }
 
-    /// Sends to the leader or its group. Only while unreaped: then the number is still ours.
-    fn signal(&self, target: Target, sig: libc::c_int) {
+    /// Signals the leader. Only while unreaped: then its pid is still ours.
+    fn signal(&self, sig: libc::c_int) {
         if !self.reaped {
-            let _ = sys::signal(target, sig);
+            let _ = sys::signal(Target::Process(self.pid), sig);
+        }
+    }
+
+    /// Signals the leader's process group, whose id is the leader's pid: pinned while unreaped.
+    fn signal_group(&self, sig: libc::c_int) {
+        if !self.reaped {
+            let _ = sys::signal(Target::Group(self.pid), sig);
         }
     }
 
@@ -539,25 +548,23 @@ fn stop(leader: &mut Leader, tree: &mut Tree, plan: &Plan) -> Msg {
 
     // 1. Leader first: nginx, gunicorn and PostgreSQL stop their workers when the master is asked.
     if !leader.exited() {
-        leader.signal(Target::Process(leader.pid), plan.stop_signal);
+        leader.signal(plan.stop_signal);
         leader.wait_exit(plan.grace);
     }
 
-    // 2. The rest of the group and the escapees: TERM, then CONT (a stopped member keeps TERM
-    //    pending until continued, R2.3), for a short grace.
-    // Count the group's other live members. With the leader gone and no live child of ours,
-    // there are none (a live descendant has a live child of ours above it): skip the /proc scan.
-    let members = if tree.settled(leader, None) {
-        0
-    } else {
-        tree.count_group()
-    };
-    for sig in [libc::SIGTERM, libc::SIGCONT] {
-        leader.signal(Target::Group(tree.pgid), sig);
-        tree.sweep(Some(sig));
+    // 2. The rest of the group and the escapees, unless nothing else lives (then the /proc scan
+    //    that counts the group is skipped too: a live descendant has a live child of ours above
+    //    it). TERM, then CONT (a stopped member keeps TERM pending until continued, R2.3), and a
+    //    short grace.
+    let mut confirmed = tree.settled(leader, None);
+    let members = if confirmed { 0 } else { tree.count_group() };
+    if !confirmed {
+        for sig in [libc::SIGTERM, libc::SIGCONT] {
+            leader.signal_group(sig);
+            tree.sweep(Some(sig));
+        }
+        confirmed = wait_empty(leader, tree, plan.grace.min(GROUP_GRACE_MAX), None);
     }
-    let group_grace = plan.grace.min(GROUP_GRACE_MAX);
-    let mut confirmed = wait_empty(leader, tree, group_grace, None);
 
     // 3. Escalate: SIGKILL re-sent on every poll until confirmed or the deadline (R2.4).
     if !confirmed {
@@ -573,7 +580,7 @@ fn stop(leader: &mut Leader, tree: &mut Tree, plan: &Plan) -> Msg {
         msg.detail |= Msg::F_REAPED;
         msg.status = status;
     }
-    tree.sweep(None);
+    tree.sweep(None); // reap whatever died since the last look
     msg.killed = members + tree.escapees;
     msg.escapees = tree.escapees;
     msg.elapsed_ns = started.elapsed().as_nanos() as u64;
@@ -592,8 +599,8 @@ fn wait_empty(
     let mut backoff = Backoff::new(STOP_POLL_MAX);
     loop {
         if let Some(sig) = kill {
-            leader.signal(Target::Group(tree.pgid), sig);
-            leader.signal(Target::Process(leader.pid), sig);
+            leader.signal_group(sig);
+            leader.signal(sig);
         }
         if tree.settled(leader, kill) {
             return true;
