@@ -613,3 +613,32 @@ fn unrelated_children_of_the_test_process_are_not_reaped() {
         .expect("R7.1: the user's child was reaped by someone else");
     assert_eq!(f.code(), Some(7), "sh -c 'exit 7' status {f:?}");
 }
+
+/// R1.4: a test process that ignores SIGCHLD has its children reaped by the kernel at once. The
+/// guardian restores the default for itself, so it can still hold the leader as a zombie, and the
+/// test process's side copes with its guardian being auto-reaped: a normal drop stops the server
+/// completely (here `forking-master`, whose workers must be stopped as a group).
+#[test]
+fn a_test_process_that_ignores_sigchld_still_gets_a_complete_stop() {
+    let out = std::process::Command::new(support::bin("fixture-holder"))
+        .args(["--mode", "forking-master", "--then", "drop", "--server"])
+        .arg(support::server())
+        .env("PF_HOLDER_IGNORE_SIGCHLD", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running fixture-holder");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("dropped"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("stopped: ") && stdout.contains("no SIGKILL needed"),
+        "the stop was not clean: {stdout}\n{stderr}"
+    );
+    let field = |key: &str| -> u32 {
+        let rest = &stdout[stdout.find(key).expect(key) + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (pgid, port) = (field("pgid="), field("port=") as u16);
+    support::assert_nothing_left(pgid, &[], port);
+}

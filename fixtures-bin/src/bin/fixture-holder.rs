@@ -18,8 +18,9 @@
 //!   server's last output lines to stderr; exit code 101;
 //! - `thread-exit`: the fixture was spawned on a thread that has exited since (R4.2); prints
 //!   `still-alive` once the server still answers after that thread is gone, then blocks forever;
-//! - `drop`: a passing test: the server answers, the fixture is dropped, `dropped` is printed,
-//!   exit 0 (tests/terminal.rs runs it in `cmd 2>&1 | tee log` under job control, R5.1);
+//! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, like some daemons' hosts (R1.4).
+//! - `drop`: a passing test: the server answers, the fixture is stopped (`stopped: <report>` or
+//!   `stop failed: <error>`), `dropped` is printed, exit 0 (tests/terminal.rs runs it in `cmd 2>&1 | tee log` under job control, R5.1);
 //! - `kill-own-group`: the vLLM bug on purpose, the negative control of that test: the holder
 //!   calls `setpgid(0, 0)` itself, ignores SIGTERM and sends it to its own process group, which
 //!   under job control is the whole pipeline, `tee` included.
@@ -161,6 +162,11 @@ fn gettid() -> i64 {
 
 fn main() {
     let opts = parse_args();
+    // R1.4: a host process that ignores SIGCHLD has its children reaped by the kernel at once.
+    if std::env::var_os("PF_HOLDER_IGNORE_SIGCHLD").is_some() {
+        // SAFETY: setting a disposition before any thread or child exists.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    }
     // `abort` must not leave a core file behind, wherever this runs.
     let no_core = libc::rlimit {
         rlim_cur: 0,
@@ -205,7 +211,10 @@ fn main() {
             let fx = spawn(&opts);
             announce(&fx);
             assert!(answers(fx.port(), 0), "the server does not answer");
-            drop(fx);
+            match fx.stop() {
+                Ok(report) => say(&format!("stopped: {report}")),
+                Err(e) => say(&format!("stop failed: {e}")),
+            }
             say("dropped");
         }
         "kill-own-group" => {
