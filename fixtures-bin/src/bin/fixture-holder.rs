@@ -18,12 +18,14 @@
 //!   server's last output lines to stderr; exit code 101;
 //! - `thread-exit`: the fixture was spawned on a thread that has exited since (R4.2); prints
 //!   `still-alive` once the server still answers after that thread is gone, then blocks forever;
-//! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, like some daemons' hosts (R1.4).
 //! - `drop`: a passing test: the server answers, the fixture is stopped (`stopped: <report>` or
-//!   `stop failed: <error>`), `dropped` is printed, exit 0 (tests/terminal.rs runs it in `cmd 2>&1 | tee log` under job control, R5.1);
+//!   `stop failed: <error>`), `dropped` is printed, exit 0 (tests/terminal.rs runs it in
+//!   `cmd 2>&1 | tee log` under job control, R5.1);
 //! - `kill-own-group`: the vLLM bug on purpose, the negative control of that test: the holder
 //!   calls `setpgid(0, 0)` itself, ignores SIGTERM and sends it to its own process group, which
 //!   under job control is the whole pipeline, `tee` included.
+//!
+//! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, as some hosts do (R1.4).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
