@@ -61,6 +61,13 @@ pub enum Error {
         /// The regex crate's explanation.
         message: String,
     },
+    /// A readiness probe is malformed (for example an HTTP path without a leading `/`).
+    InvalidProbe {
+        /// The probe, as written.
+        probe: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An argument, environment variable or path contains a NUL byte.
     NulByte {
         /// Which one, for example `argument 2` or `environment variable FOO`.
@@ -146,6 +153,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidRegex { pattern, message } => {
                 write!(f, "invalid readiness pattern {pattern:?}: {message}")
+            }
+            Error::InvalidProbe { probe, reason } => {
+                write!(f, "invalid readiness probe {probe}: {reason}")
             }
             Error::NulByte { what } => write!(f, "{what} contains a NUL byte"),
             Error::InvalidSignal(sig) => write!(f, "invalid stop signal number {sig}"),

@@ -391,3 +391,63 @@ fn a_held_fixed_port_is_refused_and_a_free_one_is_used() {
     drop(fx);
     assert!(support::port_is_free(port), "port {port} still bound");
 }
+
+/// The status code of `GET /health` right now.
+fn http_status_now(port: u16) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status")
+}
+
+fn warmup(delay_ms: u64) -> Builder {
+    let mut b = ProcessFixture::builder(support::server());
+    b.args(["--mode", "http-warmup", "--port", "{port}", "--delay-ms"])
+        .arg(delay_ms.to_string())
+        .ready_timeout(Duration::from_secs(20));
+    b
+}
+
+#[test]
+fn http_probe_waits_for_a_2xx_answer_not_just_an_open_port() {
+    // Negative control: the port accepts at once, so a TCP probe returns while the server
+    // still answers 503.
+    let early = warmup(400).ready(Ready::tcp()).spawn().expect("spawn");
+    assert_eq!(http_status_now(early.port()), 503, "the warm-up is real");
+    drop(early);
+    let fx = warmup(400)
+        .ready(Ready::http("/health"))
+        .spawn()
+        .expect("spawn");
+    assert_eq!(http_status_now(fx.port()), 200);
+}
+
+#[test]
+fn http_probe_not_ready_names_the_url_and_the_last_status() {
+    let e = warmup(60_000)
+        .ready(Ready::http("/health"))
+        .ready_timeout(Duration::from_millis(300))
+        .spawn()
+        .expect_err("never 2xx within the timeout");
+    match &e {
+        Error::NotReady {
+            awaited,
+            last_error,
+            ..
+        } => {
+            assert!(
+                awaited.contains("GET http://127.0.0.1:") && awaited.ends_with("/health"),
+                "{awaited}"
+            );
+            assert_eq!(last_error.as_deref(), Some("HTTP status 503"));
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+}

@@ -56,6 +56,7 @@ modes! {
     Daemonize => "daemonize",
     ForkChurn => "fork-churn",
     ExitAfterReady => "exit-after-ready",
+    HttpWarmup => "http-warmup",
 }
 
 impl Mode {
@@ -217,9 +218,14 @@ fn say_listening(listener: &TcpListener) {
 
 /// Blocking accept loop answering every connection with `ok pid=<pid>`.
 fn serve(listener: &TcpListener) -> ! {
+    serve_with(listener, || "200 OK")
+}
+
+/// Blocking accept loop answering every connection with the status `status()` gives then.
+fn serve_with(listener: &TcpListener, status: impl Fn() -> &'static str) -> ! {
     loop {
         match listener.accept() {
-            Ok((conn, _)) => answer(conn),
+            Ok((conn, _)) => answer(conn, status()),
             // E.g. EMFILE: back off instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -228,7 +234,7 @@ fn serve(listener: &TcpListener) -> ! {
 
 /// Reads the request head (bounded) and writes the fixed response. All
 /// errors are ignored: a broken connection only affects itself.
-fn answer(mut conn: TcpStream) {
+fn answer(mut conn: TcpStream, status: &str) {
     let _ = conn.set_read_timeout(Some(CONN_TIMEOUT));
     let _ = conn.set_write_timeout(Some(CONN_TIMEOUT));
     let mut head = Vec::new();
@@ -241,7 +247,7 @@ fn answer(mut conn: TcpStream) {
     }
     let body = format!("ok pid={}\n", std::process::id());
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = conn.write_all(response.as_bytes());
@@ -504,6 +510,23 @@ fn exit_after_ready(opts: &Opts) -> ! {
     std::process::exit(opts.exit_code)
 }
 
+/// Accepts connections at once but answers `503 Service Unavailable` until `--delay-ms` after the
+/// bind, then `200 OK`: a port that accepts is not yet a service that works.
+fn http_warmup(opts: &Opts) -> ! {
+    block_sigterm();
+    let listener = bind(opts.port);
+    let warm_at = std::time::Instant::now() + opts.delay;
+    say_listening(&listener);
+    exit_on_sigterm();
+    serve_with(&listener, || {
+        if std::time::Instant::now() < warm_at {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        }
+    })
+}
+
 fn main() {
     let opts = parse_args(std::env::args().skip(1));
     say(
@@ -528,5 +551,6 @@ fn main() {
         Mode::Daemonize => daemonize(&opts),
         Mode::ForkChurn => fork_churn(&opts),
         Mode::ExitAfterReady => exit_after_ready(&opts),
+        Mode::HttpWarmup => http_warmup(&opts),
     }
 }
