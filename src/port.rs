@@ -149,14 +149,9 @@ fn live_owner(lock: &str) -> Option<u32> {
     alive.then_some(pid)
 }
 
-/// A process's start time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+/// A process's start time in clock ticks since boot (`/proc/<pid>/stat`).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    sys::proc_stat(pid as sys::Pid).map(|stat| stat.start)
 }
 
 /// The pid of a process listening on `port`, found through `/proc/net/tcp{,6}` and `/proc/*/fd`.

@@ -381,6 +381,8 @@ pub struct ProcStat {
     pub state: u8,
     pub ppid: Pid,
     pub pgrp: Pid,
+    /// Start time in clock ticks since boot: tells a recycled pid from the process that had it.
+    pub start: u64,
 }
 
 impl ProcStat {
@@ -469,21 +471,33 @@ fn parse_stat(text: &[u8]) -> Option<ProcStat> {
     let state = *fields.next()?.first()?;
     let ppid = parse_pid(fields.next()?)?;
     let pgrp = parse_pid(fields.next()?)?;
-    Some(ProcStat { state, ppid, pgrp })
+    // Start time is field 22; the iterator is now at field 6, so it is `nth(16)`.
+    let start = parse_u64(fields.nth(16)?)?;
+    Some(ProcStat {
+        state,
+        ppid,
+        pgrp,
+        start,
+    })
 }
 
 fn parse_pid(digits: &[u8]) -> Option<Pid> {
-    if digits.is_empty() || digits.len() > 10 {
+    Pid::try_from(parse_u64(digits)?).ok()
+}
+
+/// Decimal digits, without allocating (the guardian uses it).
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let mut n: i64 = 0;
+    let mut n: u64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        n = n * 10 + i64::from(d - b'0');
+        n = n * 10 + u64::from(d - b'0');
     }
-    Pid::try_from(n).ok()
+    Some(n)
 }
 
 /// Calls `f` for each direct child of `pid` (single-threaded `pid`: only its main task's list).
@@ -588,15 +602,20 @@ mod tests {
 
     #[test]
     fn stat_parsing_survives_odd_names() {
-        let s = parse_stat(b"42 (a) b) (c) S 7 42 42 0 -1").unwrap();
+        // A real line's shape: 52 fields, start time (field 22) = 9876543.
+        let line = b"42 (a) b) (c) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 9876543 \
+                     8192 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 1 1 1 1 1 1 0\n";
+        let s = parse_stat(line).unwrap();
         assert_eq!(
             s,
             ProcStat {
                 state: b'S',
                 ppid: 7,
-                pgrp: 42
+                pgrp: 42,
+                start: 9_876_543
             }
         );
+        assert!(parse_stat(b"42 (short) S 7 42").is_none(), "truncated");
         assert!(parse_stat(b"garbage").is_none());
     }
 
@@ -606,6 +625,12 @@ mod tests {
         let me = proc_stat(getpid()).unwrap();
         assert_eq!(me.pgrp, getpgrp());
         assert_eq!(me.ppid, unsafe { libc::getppid() });
+        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let field22 = text[text.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(19)
+            .unwrap();
+        assert_eq!(me.start.to_string(), field22, "start time is field 22");
         assert!(me.is_live());
         let mut found = false;
         assert!(for_each_process(|pid, _| found |= pid == getpid()));
