@@ -165,7 +165,8 @@ impl ProcessFixture {
     ///     .spawn()?;
     /// let report = srv.stop()?;
     /// assert!(report.escalated);
-    /// assert!(report.killed >= 1 || report.exit_status.is_some());
+    /// let signal = report.exit_status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+    /// assert_eq!(signal, Some(9)); // SIGKILL
     /// # Ok::<(), process_fixture::Error>(())
     /// ```
     pub fn stop(mut self) -> Result<StopReport, Error> {
