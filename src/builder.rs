@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::guardian::Plan;
+use crate::guardian::{ListenEvents, Plan};
 use crate::{Containment, Error, ProcessFixture, Ready};
 
 /// A signal to stop the server with (see [`Builder::stop_signal`]).
@@ -82,6 +82,7 @@ pub struct Builder {
     grace: Duration,
     stop_signal: Signal,
     containment: Option<Containment>,
+    listen_events: Option<bool>,
 }
 
 impl Builder {
@@ -98,6 +99,7 @@ impl Builder {
             grace: DEFAULT_GRACE,
             stop_signal: Signal::TERM,
             containment: None,
+            listen_events: None,
         }
     }
 
@@ -183,14 +185,17 @@ impl Builder {
         self
     }
 
-    /// How long `spawn` waits for readiness (default 30 s).
+    /// How long `spawn` waits for readiness (default 30 s). `Duration::MAX` waits as long as it
+    /// takes: durations saturate, they never overflow.
     pub fn ready_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.ready_timeout = timeout;
         self
     }
 
     /// How long the leader gets to exit after the stop signal before the whole group is
-    /// signalled (default 5 s). The group then gets at most 1 s more before SIGKILL.
+    /// signalled (default 5 s). The group then gets at most 1 s more before SIGKILL. A process
+    /// that *ignores* the signal gets no grace (it will never act on it). `Duration::MAX` means
+    /// as long as it takes.
     pub fn grace_period(&mut self, grace: Duration) -> &mut Self {
         self.grace = grace;
         self
@@ -208,6 +213,17 @@ impl Builder {
     /// none fails at spawn with [`Error::Unsupported`].
     pub fn containment(&mut self, containment: Containment) -> &mut Self {
         self.containment = Some(containment);
+        self
+    }
+
+    /// Whether to learn of each `listen()` of the server's processes from the kernel (Linux,
+    /// seccomp user notification): `Ready::tcp()` then knows the moment the port listens, with no
+    /// polling and no connection to the server. The default is on where it needs nothing of the
+    /// server (a privileged test process, e.g. root in CI) and off elsewhere, where it would set
+    /// no_new_privs on the server (a setuid program it runs would not gain privileges); `true`
+    /// accepts that, `false` never watches. Without it, the port is polled (at most every 2 ms).
+    pub fn listen_events(&mut self, on: bool) -> &mut Self {
+        self.listen_events = Some(on);
         self
     }
 
@@ -232,48 +248,64 @@ impl Builder {
 
     /// Checks everything and prepares what the guardian needs, with `{port}` filled in.
     pub(crate) fn plan(&self, port: u16) -> Result<Plan, Error> {
+        let program = self.program_name();
         let signal = self.stop_signal.as_raw();
-        if !(1..=64).contains(&signal) {
-            return Err(Error::InvalidSignal(signal));
+        if !(1..=MAX_SIGNAL).contains(&signal) {
+            return Err(Error::InvalidSignal { program, signal });
+        }
+        if self.containment == Some(Containment::Subreaper) && !cfg!(target_os = "linux") {
+            return Err(Error::Unsupported {
+                program,
+                what: "Containment::Subreaper (Linux only)",
+            });
         }
         let port = port.to_string();
         let env = self.environment(&port);
         // NUL bytes first: they make any file lookup fail for the wrong reason.
-        let mut argv = vec![c_string(self.program.as_bytes(), || {
-            "the program name".into()
-        })?];
+        let mut argv = vec![self.c_string(self.program.as_bytes(), || "the program name".into())?];
         let path = self.resolve_program(&env)?;
         for (i, arg) in self.args.iter().enumerate() {
             let arg = substitute(arg.as_bytes(), &port);
-            argv.push(c_string(&arg, || format!("argument {}", i + 1))?);
+            argv.push(self.c_string(&arg, || format!("argument {}", i + 1))?);
         }
         let envp = env
             .iter()
             .map(|(k, v)| {
                 let what = || format!("environment variable {}", k.to_string_lossy());
-                c_string(k.as_bytes(), what)?;
+                self.c_string(k.as_bytes(), what)?;
                 let mut kv = k.as_bytes().to_vec();
                 kv.push(b'=');
                 kv.extend_from_slice(v.as_bytes());
-                c_string(&kv, what)
+                self.c_string(&kv, what)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let cwd = match &self.current_dir {
             Some(dir) => Some(self.check_dir(dir)?),
             None => None,
         };
-        let path = c_string(path.as_os_str().as_bytes(), || "the program path".into())?;
-        let mut plan = Plan::new(path, argv, envp, cwd);
+        let path = self.c_string(path.as_os_str().as_bytes(), || "the program path".into())?;
+        let mut plan = Plan::new(path, argv, envp);
+        plan.cwd = cwd;
         plan.stop_signal = signal;
         plan.grace = self.grace;
         plan.subreaper = self.containment != Some(Containment::ProcessGroup);
         plan.pidfd = !forced("no-pidfd");
-        if self.containment == Some(Containment::Subreaper) && !cfg!(target_os = "linux") {
-            return Err(Error::Unsupported {
-                what: "Containment::Subreaper (Linux only)",
-            });
-        }
+        plan.listen = self.listen_choice();
         Ok(plan)
+    }
+
+    /// Whether the guardian watches `listen()` calls, and at what price (see `listen_events`).
+    fn listen_choice(&self) -> ListenEvents {
+        if forced("no-seccomp") || self.listen_events == Some(false) || !crate::sys::LISTEN_EVENTS {
+            return ListenEvents::Off;
+        }
+        match (crate::sys::privileged(), self.listen_events) {
+            (true, _) => ListenEvents::On {
+                no_new_privs: false,
+            },
+            (false, Some(true)) => ListenEvents::On { no_new_privs: true },
+            (false, _) => ListenEvents::Off,
+        }
     }
 
     /// The server's environment: inherited unless cleared, with our changes, `{port}` filled in.
@@ -295,20 +327,27 @@ impl Builder {
         env
     }
 
+    /// `bytes` as a C string, or [`Error::NulByte`] naming `what`.
+    fn c_string(&self, bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString, Error> {
+        CString::new(bytes).map_err(|_| Error::NulByte {
+            program: self.program_name(),
+            what: what(),
+        })
+    }
+
     fn check_dir(&self, dir: &Path) -> Result<CString, Error> {
-        let c_dir = c_string(dir.as_os_str().as_bytes(), || {
+        let c_dir = self.c_string(dir.as_os_str().as_bytes(), || {
             "the working directory".into()
         })?;
-        let meta = std::fs::metadata(dir).map_err(|source| Error::CurrentDir {
+        let bad = |source| Error::CurrentDir {
+            program: self.program_name(),
             path: dir.into(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(dir).map_err(bad)?;
         if !meta.is_dir() {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory");
-            return Err(Error::CurrentDir {
-                path: dir.into(),
-                source,
-            });
+            return Err(bad(source));
         }
         Ok(c_dir)
     }
@@ -324,7 +363,10 @@ impl Builder {
             let path = PathBuf::from(&self.program);
             let path = if path.is_relative() {
                 std::env::current_dir()
-                    .map_err(Error::io("reading the working directory"))?
+                    .map_err(Error::io(
+                        &self.program_name(),
+                        "reading the working directory",
+                    ))?
                     .join(path)
             } else {
                 path
@@ -361,9 +403,16 @@ impl Builder {
     }
 }
 
-/// Whether `PROCESS_FIXTURE_FORCE` (comma-separated) names this fallback, e.g. `no-pidfd`: kernel
-/// features are probed at run time, and each fallback can be forced to test it (R8.3).
-fn forced(fallback: &str) -> bool {
+/// The highest valid signal number.
+#[cfg(target_os = "linux")]
+const MAX_SIGNAL: i32 = 64;
+#[cfg(not(target_os = "linux"))]
+const MAX_SIGNAL: i32 = 31;
+
+/// Whether `PROCESS_FIXTURE_FORCE` (comma-separated) names this fallback (`no-pidfd`,
+/// `no-zygote`, `no-seccomp`): kernel features are probed at run time, and each fallback can be
+/// forced to test it (R8.3).
+pub(crate) fn forced(fallback: &str) -> bool {
     std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.split(',').any(|f| f.trim() == fallback))
 }
 
@@ -382,10 +431,6 @@ fn substitute(text: &[u8], port: &str) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
-}
-
-fn c_string(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString, Error> {
-    CString::new(bytes).map_err(|_| Error::NulByte { what: what() })
 }
 
 #[cfg(test)]
@@ -407,13 +452,13 @@ mod tests {
         let mut b = Builder::new(OsStr::new("true"));
         b.arg("ok").arg("bad\0arg");
         match b.plan(1) {
-            Err(Error::NulByte { what }) => assert_eq!(what, "argument 2"),
+            Err(Error::NulByte { what, .. }) => assert_eq!(what, "argument 2"),
             other => panic!("expected NulByte, got {:?}", other.err()),
         }
         let mut b = Builder::new(OsStr::new("true"));
         b.env("FOO", "x\0y");
         match b.plan(1) {
-            Err(Error::NulByte { what }) => assert_eq!(what, "environment variable FOO"),
+            Err(Error::NulByte { what, .. }) => assert_eq!(what, "environment variable FOO"),
             other => panic!("expected NulByte, got {:?}", other.err()),
         }
     }

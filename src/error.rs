@@ -1,4 +1,8 @@
 //! The crate's error type.
+//!
+//! `Debug` prints what `Display` prints (several lines, the server's output as lines), because
+//! `unwrap()`, `expect()` and `?` in a test show `Debug`: a derived one would be a single line of
+//! `\n` escapes, several KiB long for a server that failed.
 
 use std::fmt;
 use std::io;
@@ -28,9 +32,27 @@ impl fmt::Display for OutputTail {
     }
 }
 
-/// Everything that can go wrong. Each variant says what was wrong; those about a server that
-/// failed carry the tail of its output.
-#[derive(Debug)]
+/// A process that holds a port: its pid and command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortHolder {
+    /// The process id.
+    pub pid: u32,
+    /// Its command line (shortened), or its name.
+    pub command: String,
+}
+
+impl fmt::Display for PortHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pid == std::process::id() {
+            write!(f, "this test process (pid {}; another fixture)", self.pid)
+        } else {
+            write!(f, "pid {} ({})", self.pid, self.command)
+        }
+    }
+}
+
+/// Everything that can go wrong. Each variant names the fixture's program and says what was
+/// wrong; those about a server that failed carry the tail of its output.
 #[non_exhaustive]
 pub enum Error {
     /// The program was not found: not a file, or not on `PATH`.
@@ -42,13 +64,15 @@ pub enum Error {
     Exec {
         /// The program as given.
         program: String,
-        /// What failed: `"exec"`, `"changing to the working directory"` or `"fork"`.
+        /// What failed: `"exec"`, `"changing to the working directory"`, …
         stage: &'static str,
         /// The OS error.
         source: io::Error,
     },
     /// The working directory given to `current_dir` does not exist or is not a directory.
     CurrentDir {
+        /// The program.
+        program: String,
         /// The directory.
         path: PathBuf,
         /// Why it cannot be used.
@@ -56,6 +80,8 @@ pub enum Error {
     },
     /// A readiness pattern is not a valid regular expression.
     InvalidRegex {
+        /// The program.
+        program: String,
         /// The pattern.
         pattern: String,
         /// The regex crate's explanation.
@@ -63,6 +89,8 @@ pub enum Error {
     },
     /// A readiness probe is malformed (for example an HTTP path without a leading `/`).
     InvalidProbe {
+        /// The program.
+        program: String,
         /// The probe, as written.
         probe: String,
         /// What is wrong with it.
@@ -70,20 +98,41 @@ pub enum Error {
     },
     /// An argument, environment variable or path contains a NUL byte.
     NulByte {
+        /// The program.
+        program: String,
         /// Which one, for example `argument 2` or `environment variable FOO`.
         what: String,
     },
     /// The signal number given to `stop_signal` is not a valid signal.
-    InvalidSignal(i32),
-    /// The port fixed with `Builder::port` is already in use (refused before spawning: an
-    /// earlier run's leftover would answer the readiness probe in our server's place).
+    InvalidSignal {
+        /// The program.
+        program: String,
+        /// The number given.
+        signal: i32,
+    },
+    /// A port of the fixture is already in use (refused before spawning: an earlier run's
+    /// leftover would answer the readiness probe in our server's place), or another process
+    /// listens on it while the server starts.
     PortInUse {
+        /// The program.
+        program: String,
         /// The port.
         port: u16,
-        /// The pid holding it, when `/proc` tells.
-        holder: Option<u32>,
+        /// The process holding it, when the system tells.
+        holder: Option<PortHolder>,
     },
-    /// The server's processes all exited before it was ready.
+    /// A port of the fixture cannot be used for another reason than being taken (for example
+    /// a port below 1024 without privileges: `EACCES`).
+    PortUnavailable {
+        /// The program.
+        program: String,
+        /// The port.
+        port: u16,
+        /// The OS error from binding it.
+        source: io::Error,
+    },
+    /// The server's processes all exited before it was ready, or its leader failed (a non-zero
+    /// exit or a signal) while a helper it started lived on.
     ExitedBeforeReady {
         /// The program.
         program: String,
@@ -114,11 +163,15 @@ pub enum Error {
     },
     /// A feature that this platform does not have was required.
     Unsupported {
+        /// The program.
+        program: String,
         /// What was required.
         what: &'static str,
     },
     /// An OS call in the test process failed.
     Io {
+        /// The program.
+        program: String,
         /// What we were doing.
         context: &'static str,
         /// The OS error.
@@ -127,8 +180,33 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
-        move |source| Error::Io { context, source }
+    pub(crate) fn io(program: &str, context: &'static str) -> impl FnOnce(io::Error) -> Error {
+        let program = program.to_owned();
+        move |source| Error::Io {
+            program,
+            context,
+            source,
+        }
+    }
+
+    /// The fixture's program, as given to the builder.
+    pub fn program(&self) -> &str {
+        match self {
+            Error::ProgramNotFound { program }
+            | Error::Exec { program, .. }
+            | Error::CurrentDir { program, .. }
+            | Error::InvalidRegex { program, .. }
+            | Error::InvalidProbe { program, .. }
+            | Error::NulByte { program, .. }
+            | Error::InvalidSignal { program, .. }
+            | Error::PortInUse { program, .. }
+            | Error::PortUnavailable { program, .. }
+            | Error::ExitedBeforeReady { program, .. }
+            | Error::NotReady { program, .. }
+            | Error::StopIncomplete { program, .. }
+            | Error::Unsupported { program, .. }
+            | Error::Io { program, .. } => program,
+        }
     }
 }
 
@@ -145,37 +223,59 @@ impl fmt::Display for Error {
                 program,
                 stage,
                 source,
+            } => write!(f, "could not start {program:?}: {stage} failed: {source}"),
+            Error::CurrentDir {
+                program,
+                path,
+                source,
+            } => write!(
+                f,
+                "{program:?}: bad working directory {}: {source}",
+                path.display()
+            ),
+            Error::InvalidRegex {
+                program,
+                pattern,
+                message,
+            } => write!(
+                f,
+                "{program:?}: invalid readiness pattern {pattern:?}: {message}"
+            ),
+            Error::InvalidProbe {
+                program,
+                probe,
+                reason,
+            } => write!(f, "{program:?}: invalid readiness probe {probe}: {reason}"),
+            Error::NulByte { program, what } => {
+                write!(f, "{program:?}: {what} contains a NUL byte")
+            }
+            Error::InvalidSignal { program, signal } => {
+                write!(f, "{program:?}: invalid stop signal number {signal}")
+            }
+            Error::PortInUse {
+                program,
+                port,
+                holder,
             } => {
-                write!(f, "could not start {program:?}: {stage} failed: {source}")
-            }
-            Error::CurrentDir { path, source } => {
-                write!(f, "bad working directory {}: {source}", path.display())
-            }
-            Error::InvalidRegex { pattern, message } => {
-                write!(f, "invalid readiness pattern {pattern:?}: {message}")
-            }
-            Error::InvalidProbe { probe, reason } => {
-                write!(f, "invalid readiness probe {probe}: {reason}")
-            }
-            Error::NulByte { what } => write!(f, "{what} contains a NUL byte"),
-            Error::InvalidSignal(sig) => write!(f, "invalid stop signal number {sig}"),
-            Error::PortInUse { port, holder } => {
-                write!(f, "port {port} is already in use")?;
+                write!(f, "{program:?}: port {port} is already in use")?;
                 match holder {
-                    Some(pid) => write!(f, " by pid {pid}"),
+                    Some(h) => write!(f, " by {h}"),
                     None => Ok(()),
                 }
             }
+            Error::PortUnavailable {
+                program,
+                port,
+                source,
+            } => write!(f, "{program:?}: port {port} cannot be used: {source}"),
             Error::ExitedBeforeReady {
                 program,
                 status,
                 output,
-            } => {
-                write!(
-                    f,
-                    "{program:?} exited before it was ready ({status})\n{output}"
-                )
-            }
+            } => write!(
+                f,
+                "{program:?} exited before it was ready ({status})\n{output}"
+            ),
             Error::NotReady {
                 program,
                 awaited,
@@ -195,9 +295,22 @@ impl fmt::Display for Error {
             Error::StopIncomplete { program, detail } => {
                 write!(f, "stopping {program:?} did not complete: {detail}")
             }
-            Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Unsupported { program, what } => {
+                write!(f, "{program:?}: not supported on this platform: {what}")
+            }
+            Error::Io {
+                program,
+                context,
+                source,
+            } => write!(f, "{program:?}: {context}: {source}"),
         }
+    }
+}
+
+/// The same text as `Display`: what `unwrap()` and `expect()` show is readable.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -206,6 +319,7 @@ impl std::error::Error for Error {
         match self {
             Error::Exec { source, .. }
             | Error::CurrentDir { source, .. }
+            | Error::PortUnavailable { source, .. }
             | Error::Io { source, .. } => Some(source),
             _ => None,
         }

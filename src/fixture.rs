@@ -2,15 +2,15 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::guardian::{self, Ends, Msg};
-use crate::output::Monitor;
-use crate::port::{self, Reservation};
+use crate::deadline::{self, Deadline};
+use crate::guardian::{self, Msg, Origin};
+use crate::output::{Monitor, Sources};
+use crate::port::{self, Refusal, Reservation};
 use crate::ready::{self, Failure};
 use crate::sys::{self, Pid};
 use crate::{Builder, Error, OutputTail, Ready};
@@ -19,6 +19,13 @@ use crate::{Builder, Error, OutputTail, Ready};
 const ERROR_TAIL_LINES: usize = 30;
 /// Lines of each stream printed when a test panics with the fixture alive.
 const PANIC_TAIL_LINES: usize = 40;
+/// How long the guardian may take to report the spawn, beyond the readiness timeout.
+const SPAWN_REPORT_SLACK: Duration = Duration::from_secs(5);
+/// How long a stop may take beyond its grace periods and SIGKILL wait before the test side
+/// gives up on the report (a bound, so that `stop()` and `Drop` can never hang).
+const STOP_REPORT_SLACK: Duration = Duration::from_secs(2);
+/// How long a guardian forked from the test process may take to exit after its report.
+const FORKED_EXIT_WAIT: Duration = Duration::from_millis(100);
 
 /// How far the fixture's processes are contained (reported in [`StopReport::containment`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,29 +38,49 @@ pub enum Containment {
     ProcessGroup,
 }
 
+/// Where the fixture's guardian came from (reported in [`StopReport::guardian`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuardianKind {
+    /// Forked by the zygote, the test executable exec'd once per test process: nothing of the
+    /// test process is copied. The normal case.
+    Zygote,
+    /// Forked from the test process itself: the fallback where the executable cannot be re-run
+    /// (or `PROCESS_FIXTURE_FORCE=no-zygote`). Costs a copy of the test process's page tables.
+    Forked,
+}
+
 /// What a stop did. Returned by [`ProcessFixture::stop`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StopReport {
     /// The leader's exit status (`None` if it could not be reaped in time).
     pub exit_status: Option<ExitStatus>,
+    /// Whether the leader had already exited on its own before the stop (a crash mid-test, or
+    /// a daemonising leader); `exit_status` says how.
+    pub exited_before_stop: bool,
     /// Whether SIGKILL was needed.
     pub escalated: bool,
     /// Time from the stop request to the confirmation that no process is left.
     pub elapsed: Duration,
-    /// Processes besides the leader that were still alive when the group was signalled: members
+    /// Processes besides the leader that were still alive when they were signalled: members
     /// of the leader's process group plus escapees.
     pub killed: usize,
     /// Of those, descendants outside the process group (caught by the subreaper).
     pub escapees_killed: usize,
     /// How the processes were contained.
     pub containment: Containment,
+    /// Where the guardian came from.
+    pub guardian: GuardianKind,
 }
 
 impl std::fmt::Display for StopReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "stopped in {:.2?}: ", self.elapsed)?;
         match self.exit_status {
+            Some(status) if self.exited_before_stop => {
+                write!(f, "leader had exited on its own ({status})")?
+            }
             Some(status) => write!(f, "leader {status}")?,
             None => write!(f, "leader not reaped")?,
         }
@@ -83,9 +110,11 @@ pub struct ProcessFixture {
 struct Inner {
     program: String,
     pid: Pid,
-    guardian: Pid,
-    /// Closing it is the stop request; the kernel closes it if the test process dies.
-    lifeline: Option<OwnedFd>,
+    guardian_pid: Pid,
+    origin: Origin,
+    /// The test side's writing end of the control socket (a copy; the monitor reads the other).
+    /// `None` once the stop was requested.
+    ctl: Option<OwnedFd>,
     monitor: Monitor,
     grace: Duration,
     reservation: Reservation,
@@ -136,9 +165,9 @@ impl ProcessFixture {
         self.pid()
     }
 
-    /// The guardian's pid (a fork of the test process that owns the server; see the crate docs).
+    /// The guardian's pid: the process that owns the server (see the crate docs).
     pub fn guardian_pid(&self) -> u32 {
-        self.inner().guardian as u32
+        self.inner().guardian_pid as u32
     }
 
     /// Everything kept of the server's stdout (the last 1 MiB), decoded lossily.
@@ -186,7 +215,7 @@ impl Drop for ProcessFixture {
             inner.print_tail();
         }
         match inner.finish() {
-            Ok(report) => log::debug!("process-fixture: stopped {}: {report:?}", inner.program),
+            Ok(report) => log::debug!("process-fixture: stopped {}: {report}", inner.program),
             Err(e) => log::warn!("process-fixture: {e}"),
         }
     }
@@ -208,79 +237,113 @@ impl std::fmt::Debug for ProcessFixture {
 
 /// Spawns and waits for readiness; on failure, tears everything down before returning.
 pub(crate) fn spawn(builder: &Builder) -> Result<ProcessFixture, Error> {
-    let reservation = match builder.fixed_port() {
-        Some(port) if port != 0 => port::fixed(port)?,
-        _ => port::pick()?,
-    };
+    let program = builder.program_name();
+    let reservation = reserve_port(builder.fixed_port(), &program)?;
     let (ready, timeout) = builder.readiness();
-    let watch = ready.line_watch()?;
+    let watch = ready.line_watch(&program)?;
     let plan = builder.plan(reservation.port())?;
 
-    let pipe = || sys::pipe().map_err(Error::io("creating a pipe"));
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (life_r, life_w) = pipe()?;
-    let (report_r, report_w) = pipe()?;
-    let dev_null = sys::dev_null().map_err(Error::io("opening /dev/null"))?;
-    let ends = Ends {
-        lifeline: life_r.as_raw_fd(),
-        report: report_w.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
-        dev_null: dev_null.as_raw_fd(),
+    let io = |context| Error::io(&program, context);
+    let (out_r, out_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    let (err_r, err_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    let launched = guardian::launch(&plan, out_w, err_w).map_err(io("starting the guardian"))?;
+    let writer = launched
+        .ctl
+        .try_clone()
+        .map_err(io("duplicating a socket"))?;
+    let guardian_exit = match launched.origin {
+        // Our child, unreaped: a pidfd opened now names it for sure.
+        Origin::Forked(pid) => sys::pidfd_open(pid).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        Origin::Zygote => None,
     };
-    let guardian = guardian::start(&plan, &ends).map_err(Error::io("forking the guardian"))?;
-    // From here only the guardian (and the server) hold these ends (R6.3).
-    drop((life_r, report_w, out_w, err_w, dev_null));
-    let monitor = match Monitor::start(out_r, err_r, report_r, watch) {
+    let sources = Sources {
+        stdout: out_r,
+        stderr: err_r,
+        ctl: launched.ctl,
+        guardian_exit,
+    };
+    let monitor = match Monitor::start(sources, watch) {
         Ok(m) => m,
         Err(e) => {
-            drop(life_w); // the guardian sees EOF and stops what it started
-            reap_guardian(guardian);
-            return Err(Error::io("starting the output monitor")(e));
+            send_stop(&writer); // the guardian stops what it started
+            return Err(io("starting the output monitor")(e));
         }
     };
     let mut inner = Inner {
-        program: builder.program_name(),
+        program,
         pid: 0,
-        guardian,
-        lifeline: Some(life_w),
+        guardian_pid: 0,
+        origin: launched.origin,
+        ctl: Some(writer),
         monitor,
         grace: plan.grace,
         reservation,
     };
-    inner.pid = inner.wait_spawned(timeout)?;
+    inner.wait_spawned(timeout)?;
     match ready::wait(ready, inner.reservation.port(), &inner.monitor, timeout) {
         Ok(()) => Ok(ProcessFixture { inner: Some(inner) }),
         Err(failure) => Err(inner.fail(failure)),
     }
 }
 
+/// The fixture's port: fixed (refused if in use) or picked.
+fn reserve_port(fixed: Option<u16>, program: &str) -> Result<Reservation, Error> {
+    let result = match fixed {
+        Some(port) if port != 0 => port::reserve(port).map_err(|r| (port, r)),
+        _ => port::pick().map_err(|r| (0, r)),
+    };
+    result.map_err(|(port, refusal)| match refusal {
+        Refusal::InUse(holder) => Error::PortInUse {
+            program: program.to_owned(),
+            port,
+            holder,
+        },
+        Refusal::Unavailable(source) => Error::PortUnavailable {
+            program: program.to_owned(),
+            port,
+            source,
+        },
+    })
+}
+
+/// Asks the guardian to stop: one message, retried briefly if the socket is full.
+fn send_stop(ctl: &OwnedFd) {
+    let msg = Msg::new(Msg::STOP);
+    let deadline = Deadline::after(Duration::from_secs(1));
+    while sys::write_once(ctl.as_raw_fd(), msg.as_bytes()) != Msg::SIZE as isize {
+        if sys::errno() != libc::EAGAIN || deadline.passed() {
+            return; // the guardian is gone (or stuck): the bounded wait that follows tells
+        }
+        sys::poll(&mut [], Some(Duration::from_millis(1)));
+    }
+}
+
 impl Inner {
     /// Waits for the guardian's first report: the leader's pid, or why it could not start.
-    fn wait_spawned(&mut self, timeout: Duration) -> Result<Pid, Error> {
-        let deadline = Instant::now() + timeout + Duration::from_secs(5);
+    fn wait_spawned(&mut self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Deadline::after(deadline::add(timeout, SPAWN_REPORT_SLACK));
         let first = self.monitor.wait_for(deadline, |s| {
             s.spawn
                 .map(Some)
-                .or_else(|| s.guardian_closed.then_some(None))
+                .or_else(|| (s.guardian_closed || s.guardian_died.is_some()).then_some(None))
         });
         match first.flatten() {
-            Some(msg) if msg.kind == Msg::SPAWNED => Ok(msg.pid_or_errno),
+            Some(msg) if msg.kind == Msg::SPAWNED => {
+                self.pid = msg.pid;
+                self.guardian_pid = msg.guardian;
+                Ok(())
+            }
             Some(msg) => {
                 let _ = self.finish();
                 Err(Error::Exec {
                     program: self.program.clone(),
                     stage: guardian::stage_name(msg.detail),
-                    source: io::Error::from_raw_os_error(msg.pid_or_errno),
+                    source: io::Error::from_raw_os_error(msg.errno),
                 })
             }
             None => {
                 let _ = self.finish();
-                Err(Error::StopIncomplete {
-                    program: self.program.clone(),
-                    detail: "the guardian process did not report the spawn".into(),
-                })
+                Err(self.incomplete("the guardian process did not report the spawn".into()))
             }
         }
     }
@@ -328,32 +391,88 @@ impl Inner {
         let _ = io::stderr().write_all(text.as_bytes());
     }
 
-    /// The test process's side of the stop: close the lifeline, wait (bounded) for the guardian's
-    /// report, reap the guardian, stop the monitor. Idempotent.
+    /// The test side of the stop: send STOP, wait (bounded) for the guardian's report, stop the
+    /// monitor. Returns once the report is in: the guardian is reaped by the zygote, or (forked
+    /// guardian) without waiting. Idempotent.
     fn finish(&mut self) -> Result<StopReport, Error> {
         let started = Instant::now();
-        if self.lifeline.take().is_none() {
+        let Some(ctl) = self.ctl.take() else {
             return Err(self.incomplete("already stopped".into()));
-        }
-        let bound =
-            self.grace + guardian::GROUP_GRACE_MAX + guardian::KILL_WAIT + Duration::from_secs(2);
-        // The report, then EOF: the guardian has exited, so reaping it is immediate.
-        let stopped = self
-            .monitor
-            .wait_for(started + bound, |s| s.guardian_closed.then_some(s.stopped));
+        };
+        send_stop(&ctl);
+        let bound = [
+            guardian::GROUP_GRACE_MAX,
+            guardian::KILL_WAIT,
+            STOP_REPORT_SLACK,
+        ]
+        .into_iter()
+        .fold(self.grace, deadline::add);
+        let outcome = self.monitor.wait_for(Deadline::from(started, bound), |s| {
+            s.stopped
+                .or(s.guardian_died)
+                .map(Some)
+                .or_else(|| s.guardian_closed.then_some(None))
+        });
         let elapsed = started.elapsed();
-        reap_guardian(self.guardian);
+        drop(ctl);
+        if let Origin::Forked(pid) = self.origin {
+            guardian::reap_forked(pid, Deadline::after(FORKED_EXIT_WAIT));
+        }
         self.monitor.shutdown();
-        match stopped {
-            Some(Some(msg)) if msg.detail & Msg::F_CONFIRMED != 0 => Ok(report(&msg, elapsed)),
-            Some(Some(msg)) => Err(self.incomplete(format!(
-                "processes were still alive {:?} after SIGKILL ({:?})",
-                guardian::KILL_WAIT,
-                report(&msg, elapsed)
-            ))),
+        match outcome {
+            Some(Some(msg)) if msg.kind == Msg::GUARDIAN_DIED => Err(self.guardian_died(&msg)),
+            Some(Some(msg)) if msg.flags & Msg::F_CONFIRMED != 0 => Ok(self.report(&msg, elapsed)),
+            Some(Some(msg)) => Err(self.unconfirmed(&msg, elapsed)),
             Some(None) => Err(self.incomplete("the guardian exited without a report".into())),
             None => Err(self.incomplete(format!("no report from the guardian within {bound:?}"))),
         }
+    }
+
+    fn report(&self, msg: &Msg, elapsed: Duration) -> StopReport {
+        StopReport {
+            exit_status: (msg.flags & Msg::F_REAPED != 0).then(|| ExitStatus::from_raw(msg.status)),
+            exited_before_stop: msg.flags & Msg::F_LEADER_EXITED_BEFORE != 0,
+            escalated: msg.flags & Msg::F_ESCALATED != 0,
+            elapsed,
+            killed: msg.killed as usize,
+            escapees_killed: msg.escapees as usize,
+            containment: if msg.flags & Msg::F_SUBREAPER != 0 {
+                Containment::Subreaper
+            } else {
+                Containment::ProcessGroup
+            },
+            guardian: match self.origin {
+                Origin::Zygote => GuardianKind::Zygote,
+                Origin::Forked(_) => GuardianKind::Forked,
+            },
+        }
+    }
+
+    fn unconfirmed(&self, msg: &Msg, elapsed: Duration) -> Error {
+        let report = self.report(msg, elapsed);
+        let detail = if msg.detail == Msg::CANNOT_LIST {
+            format!(
+                "the fixture's processes could not be listed ({}), so none could be confirmed \
+                 gone; SIGKILL was sent to the group and every process still visible ({report})",
+                io::Error::from_raw_os_error(msg.errno)
+            )
+        } else {
+            format!(
+                "processes were still alive {:?} after SIGKILL ({report})",
+                guardian::KILL_WAIT
+            )
+        };
+        self.incomplete(detail)
+    }
+
+    fn guardian_died(&self, msg: &Msg) -> Error {
+        let status = ExitStatus::from_raw(msg.status);
+        self.incomplete(format!(
+            "the guardian (pid {}) died before finishing the stop ({status}); on Linux the \
+             leader was killed with it (its parent-death signal) and the zygote SIGKILLed the \
+             processes it left; on macOS they may still run",
+            self.guardian_pid
+        ))
     }
 
     fn incomplete(&self, detail: String) -> Error {
@@ -361,41 +480,6 @@ impl Inner {
             program: self.program.clone(),
             detail,
         }
-    }
-}
-
-fn report(msg: &Msg, elapsed: Duration) -> StopReport {
-    StopReport {
-        exit_status: (msg.detail & Msg::F_REAPED != 0).then(|| ExitStatus::from_raw(msg.status)),
-        escalated: msg.detail & Msg::F_ESCALATED != 0,
-        elapsed,
-        killed: msg.killed as usize,
-        escapees_killed: msg.escapees as usize,
-        containment: if msg.detail & Msg::F_SUBREAPER != 0 {
-            Containment::Subreaper
-        } else {
-            Containment::ProcessGroup
-        },
-    }
-}
-
-/// Guardians that had not exited when their fixture was done; retried at every later stop.
-static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
-
-/// Reaps the guardian (our direct child, by its own pid: never `waitpid(-1)`, R7.1). It exits
-/// right after its report, so this is quick; bounded all the same.
-fn reap_guardian(pid: Pid) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut pending = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
-    pending.push(pid);
-    let mut backoff = guardian::Backoff::new(Duration::from_millis(10));
-    loop {
-        // Ok(Some): reaped. Err: not our child any more (auto-reaped under SIGCHLD=SIG_IGN).
-        pending.retain(|&p| matches!(sys::try_reap(p), Ok(None)));
-        if !pending.contains(&pid) || Instant::now() >= deadline {
-            return;
-        }
-        sys::poll_readable(&mut [], backoff.next());
     }
 }
 

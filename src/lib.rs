@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod deadline;
 mod error;
 mod fixture;
 mod guardian;
@@ -89,7 +90,7 @@ mod ready;
 mod sys;
 
 pub use builder::{Builder, Signal, DEFAULT_GRACE, DEFAULT_READY_TIMEOUT};
-pub use error::{Error, OutputTail};
-pub use fixture::{Containment, ProcessFixture, StopReport};
+pub use error::{Error, OutputTail, PortHolder};
+pub use fixture::{Containment, GuardianKind, ProcessFixture, StopReport};
 pub use output::OUTPUT_CAP;
 pub use ready::Ready;

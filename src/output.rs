@@ -1,23 +1,27 @@
 //! Output capture and the guardian's reports, read by one monitor thread per fixture.
 //!
 //! The monitor owns the read ends of the server's stdout and stderr pipes and of the guardian's
-//! report pipe, and reads them from the first byte, so a chatty server never blocks on a full pipe
-//! (TEARDOWN.md Q6). Each stream keeps its last [`OUTPUT_CAP`] bytes. A readiness line pattern is
-//! matched here, as each line arrives, so no line is missed however fast the server writes.
+//! control socket, and reads them from the first byte, so a chatty server never blocks on a full
+//! pipe (TEARDOWN.md Q6). Each stream keeps its last [`OUTPUT_CAP`] bytes. A readiness line
+//! pattern is matched here, as each line arrives, so no line is missed however fast the server
+//! writes.
 //!
-//! Teardown never waits for EOF: a grandchild may hold a pipe open forever. Shutdown is a pipe of
-//! our own whose closing wakes the thread; it then drains what is buffered, for a bounded time, and
-//! exits, closing the fds it alone owns (one owner per fd, R7.2).
+//! Teardown never waits for EOF: a grandchild may hold a pipe open forever, and a child the test
+//! process forks without exec holds copies of every fd. Shutdown is an explicit message (a byte on
+//! a pipe of our own, not its closing); the thread then drains what is buffered, for a bounded
+//! time, and exits, closing the fds it alone owns (one owner per fd, R7.2). Joining it is bounded
+//! too.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use regex::Regex;
 
+use crate::deadline::Deadline;
 use crate::guardian::Msg;
 use crate::sys;
 
@@ -27,6 +31,8 @@ pub const OUTPUT_CAP: usize = 1 << 20;
 const LINE_CAP: usize = 64 << 10;
 /// How long shutdown keeps draining a pipe that something still writes to.
 const DRAIN_LIMIT: Duration = Duration::from_millis(50);
+/// How long shutdown waits for the thread to finish (it needs at most `DRAIN_LIMIT`).
+const JOIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Which stream a line pattern watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +109,13 @@ impl Stream {
     }
 }
 
+/// A TCP socket a process of the fixture listens on (reported by the guardian).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Listener {
+    pub addr: std::net::SocketAddr,
+    pub pid: u32,
+}
+
 /// What the monitor has seen.
 #[derive(Default)]
 pub(crate) struct State {
@@ -110,11 +123,18 @@ pub(crate) struct State {
     pub stderr: Stream,
     /// The guardian's first report: `SPAWNED` or `SPAWN_FAILED`.
     pub spawn: Option<Msg>,
+    /// The leader exited (its wait status); other processes may live on.
+    pub leader_exit: Option<sys::WaitStatus>,
     /// The fixture's processes all exited on their own (leader's wait status).
     pub gone: Option<sys::WaitStatus>,
+    pub listeners: Vec<Listener>,
     pub stopped: Option<Msg>,
-    /// The report pipe hit EOF: the guardian has exited.
+    /// The zygote saw the guardian die before it reported `STOPPED`.
+    pub guardian_died: Option<Msg>,
+    /// The control socket hit EOF or an error, or the guardian's exit was seen.
     pub guardian_closed: bool,
+    /// The monitor thread has finished.
+    done: bool,
     /// The readiness line pattern matched.
     pub matched: bool,
     watch: Option<LineWatch>,
@@ -151,13 +171,29 @@ impl State {
             let msg = Msg::from_bytes(&raw);
             match msg.kind {
                 Msg::SPAWNED | Msg::SPAWN_FAILED => self.spawn = Some(msg),
+                Msg::LEADER_EXITED => self.leader_exit = Some(msg.status),
                 Msg::GONE => self.gone = Some(msg.status),
+                Msg::LISTENING => self.listeners.extend(listener(&msg)),
                 Msg::STOPPED => self.stopped = Some(msg),
+                Msg::GUARDIAN_DIED => self.guardian_died = Some(msg),
                 _ => {}
             }
             self.events += 1;
         }
     }
+}
+
+fn listener(msg: &Msg) -> Option<Listener> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match msg.detail as i32 {
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&msg.addr[..4]).ok()?)),
+        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(msg.addr)),
+        _ => return None,
+    };
+    Some(Listener {
+        addr: SocketAddr::new(ip, u16::try_from(msg.port).ok()?),
+        pid: msg.pid as u32,
+    })
 }
 
 struct Shared {
@@ -181,13 +217,23 @@ pub(crate) struct Monitor {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The fds a monitor reads: the server's output, the guardian's reports, and, for a guardian
+/// forked from the test process, its pidfd (readable when it exits).
+pub(crate) struct Sources {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub ctl: OwnedFd,
+    pub guardian_exit: Option<OwnedFd>,
+}
+
 impl Monitor {
-    pub fn start(
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-        report: OwnedFd,
-        watch: Option<LineWatch>,
-    ) -> io::Result<Monitor> {
+    pub fn start(sources: Sources, watch: Option<LineWatch>) -> io::Result<Monitor> {
+        let Sources {
+            stdout,
+            stderr,
+            ctl: report,
+            guardian_exit,
+        } = sources;
         let state = State {
             watch,
             ..State::default()
@@ -203,6 +249,7 @@ impl Monitor {
         let reader = Reader {
             shared: shared.clone(),
             fds: [Some(stdout), Some(stderr), Some(report)],
+            guardian_exit,
         };
         let thread = std::thread::Builder::new()
             .name("process-fixture-monitor".into())
@@ -219,31 +266,18 @@ impl Monitor {
         f(&self.shared.lock())
     }
 
-    /// Waits until `f` gives `Some`, or `deadline` passes (then `f`'s last answer, `None`).
+    /// Waits until `f` gives `Some`, or `deadline` passes (then `None`).
     pub fn wait_for<T>(
         &self,
-        deadline: Instant,
+        deadline: Deadline,
         mut f: impl FnMut(&State) -> Option<T>,
     ) -> Option<T> {
-        let mut state = self.shared.lock();
-        loop {
-            if let Some(v) = f(&state) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            state = match self.shared.changed.wait_timeout(state, deadline - now) {
-                Ok((s, _)) => s,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
+        wait_on(&self.shared, deadline, |s| f(s))
     }
 
     /// Waits for the next event (a matched line, a report) or `timeout`, whichever comes first.
-    pub fn wait_event(&self, since: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+    pub fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
+        let deadline = timeout.map_or(Deadline::never(), Deadline::after);
         self.wait_for(deadline, |s| (s.events != since).then_some(s.events))
             .unwrap_or(since)
     }
@@ -252,13 +286,25 @@ impl Monitor {
         self.shared.lock().events
     }
 
-    /// Stops the thread: it drains what is buffered (bounded) and exits. Never waits for EOF.
+    /// Stops the thread: it drains what is buffered (bounded) and exits. Never waits for EOF,
+    /// and the wait for the thread is bounded too.
     pub fn shutdown(&mut self) {
-        drop(self.shutdown.take()); // POLLHUP on the thread's end
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::warn!("process-fixture: the output monitor thread panicked");
-            }
+        if let Some(fd) = self.shutdown.take() {
+            // A message, not the closing: a forked child may hold a copy of this end.
+            sys::write_all(fd.as_raw_fd(), b"x");
+        }
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let finished = wait_on(&self.shared, Deadline::after(JOIN_LIMIT), |s| {
+            s.done.then_some(())
+        });
+        if finished.is_none() {
+            log::warn!("process-fixture: the output monitor did not finish in {JOIN_LIMIT:?}; left to finish alone");
+            return;
+        }
+        if thread.join().is_err() {
+            log::warn!("process-fixture: the output monitor thread panicked");
         }
     }
 }
@@ -269,11 +315,35 @@ impl Drop for Monitor {
     }
 }
 
+/// Waits on the monitor's condition variable until `f` gives `Some` or `deadline` passes.
+fn wait_on<T>(
+    shared: &Shared,
+    deadline: Deadline,
+    mut f: impl FnMut(&State) -> Option<T>,
+) -> Option<T> {
+    let mut state = shared.lock();
+    loop {
+        if let Some(v) = f(&state) {
+            return Some(v);
+        }
+        let timeout = match deadline.remaining() {
+            Some(Duration::ZERO) => return None,
+            Some(left) => left,
+            None => Duration::from_secs(3600),
+        };
+        state = match shared.changed.wait_timeout(state, timeout) {
+            Ok((s, _)) => s,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+}
+
 /// The monitor thread's side: it alone owns and closes these fds.
 struct Reader {
     shared: Arc<Shared>,
-    /// stdout, stderr, report; `None` once at EOF.
+    /// stdout, stderr, control socket; `None` once at EOF.
     fds: [Option<OwnedFd>; 3],
+    guardian_exit: Option<OwnedFd>,
 }
 
 impl Reader {
@@ -286,33 +356,50 @@ impl Reader {
                 sys::pollfd(raw(&self.fds[1])),
                 sys::pollfd(raw(&self.fds[2])),
                 sys::pollfd(shutdown.as_raw_fd()),
+                sys::pollfd(raw(&self.guardian_exit)),
             ];
-            sys::poll_readable(&mut polls, Duration::from_secs(3600));
+            sys::poll(&mut polls, None);
             if polls[3].revents != 0 {
-                self.drain_all(&mut buf, Instant::now() + DRAIN_LIMIT);
-                return;
+                self.drain_all(&mut buf, Deadline::after(DRAIN_LIMIT));
+                break;
             }
             for (i, poll) in polls[..3].iter().enumerate() {
                 if poll.revents != 0 {
                     self.drain(i, &mut buf, None);
                 }
             }
+            if polls[4].revents != 0 {
+                // The guardian (our child) exited: read what it wrote, then it is closed.
+                self.guardian_exit = None;
+                self.drain(2, &mut buf, None);
+                self.mark_closed();
+            }
         }
+        let mut state = self.shared.lock();
+        state.done = true;
+        self.shared.changed.notify_all();
     }
 
-    fn drain_all(&mut self, buf: &mut [u8], deadline: Instant) {
+    fn mark_closed(&self) {
+        let mut state = self.shared.lock();
+        state.guardian_closed = true;
+        state.events += 1;
+        self.shared.changed.notify_all();
+    }
+
+    fn drain_all(&mut self, buf: &mut [u8], deadline: Deadline) {
         for i in 0..3 {
             self.drain(i, buf, Some(deadline));
         }
     }
 
     /// Reads fd `i` until it would block (or EOF, or the deadline).
-    fn drain(&mut self, i: usize, buf: &mut [u8], deadline: Option<Instant>) {
+    fn drain(&mut self, i: usize, buf: &mut [u8], deadline: Option<Deadline>) {
         while let Some(fd) = &self.fds[i] {
             let n = sys::read(fd.as_raw_fd(), buf);
             if n > 0 {
                 self.deliver(i, &buf[..n as usize]);
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if deadline.is_some_and(|d| d.passed()) {
                     return;
                 }
             } else if n == -1 && sys::errno() == libc::EAGAIN {
@@ -320,10 +407,7 @@ impl Reader {
             } else {
                 self.fds[i] = None; // EOF or error: close our end
                 if i == 2 {
-                    let mut state = self.shared.lock();
-                    state.guardian_closed = true;
-                    state.events += 1;
-                    self.shared.changed.notify_all();
+                    self.mark_closed();
                 }
             }
         }

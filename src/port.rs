@@ -1,36 +1,45 @@
-//! Ports: every fixture has one, reserved for as long as the fixture lives.
+//! Ports: every fixture has one (and one per `{port:NAME}`), reserved while the fixture lives.
 //!
 //! A picked port is chosen at random below the kernel's ephemeral range (Linux: 32768 and up), so
 //! it cannot collide with the source port of some outgoing connection. Two guards keep fixtures
 //! from picking the same port while their servers are still starting:
 //! - in this process, a set of reserved ports (`cargo test` runs tests on threads);
-//! - across processes (`cargo nextest` runs one process per test), a lock file per port in a
-//!   shared temporary directory, holding the owner's pid; a lock whose owner is dead is stale.
+//! - across processes (`cargo nextest` runs one process per test, and users share machines), an
+//!   `flock` on a lock file per port. The kernel releases it when the holder's fd closes, however
+//!   the holder ends, so there is no stale lock to guess about; lock files are never deleted (one
+//!   deleted while another process has it open but not yet locked would let two processes hold
+//!   the same port). The directory, `$TMPDIR/process-fixture-ports`, is world-writable and
+//!   sticky like `/tmp`, so every user of the machine shares one lock space as they share one
+//!   port space; where it is not safe to use, a private one per user is used instead.
 //!
-//! A fixed port (`Builder::port`) is refused when something listens on it or holds its lock, and
-//! the holder's pid is named when `/proc` tells.
+//! A port is also checked by binding it: something already listening there (a leftover server
+//! would answer the readiness probe in our server's place) is refused, naming the holder.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::{sys, Error};
+use crate::error::PortHolder;
 
 /// Picked ports come from this range (below Linux's default ephemeral range 32768–60999, and
 /// macOS's 49152–65535).
 const PICK_RANGE: std::ops::Range<u16> = 20_000..32_000;
 const PICK_ATTEMPTS: usize = 200;
 
-/// A port held for one fixture. Dropping it releases the port.
+/// A port held for one fixture. Dropping it releases the port (and its lock).
 #[derive(Debug)]
 pub(crate) struct Reservation {
     port: u16,
-    lock: Option<PathBuf>,
+    /// The locked lock file; closing it releases the lock.
+    _lock: Option<OwnedFd>,
 }
 
 impl Reservation {
@@ -41,14 +50,20 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(lock) = &self.lock {
-            let _ = fs::remove_file(lock);
-        }
         reserved()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.port);
     }
+}
+
+/// Why a port could not be reserved.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// In use: reserved here, locked by another process, or bound. The holder when known.
+    InUse(Option<PortHolder>),
+    /// Binding it failed for another reason (EACCES for a privileged port, EMFILE, …).
+    Unavailable(io::Error),
 }
 
 fn reserved() -> &'static Mutex<HashSet<u16>> {
@@ -57,130 +72,182 @@ fn reserved() -> &'static Mutex<HashSet<u16>> {
 }
 
 /// Picks a free port and reserves it.
-pub(crate) fn pick() -> Result<Reservation, Error> {
+pub(crate) fn pick() -> Result<Reservation, Refusal> {
     let random = RandomState::new();
+    let span = (PICK_RANGE.end - PICK_RANGE.start) as u64;
     for attempt in 0..PICK_ATTEMPTS {
         let mut h = random.build_hasher();
         h.write_usize(attempt);
-        let span = (PICK_RANGE.end - PICK_RANGE.start) as u64;
         let port = PICK_RANGE.start + (h.finish() % span) as u16;
-        if let Ok(reservation) = reserve(port) {
-            return Ok(reservation);
+        match reserve(port) {
+            Ok(reservation) => return Ok(reservation),
+            Err(Refusal::InUse(_)) => continue,
+            Err(unavailable) => return Err(unavailable),
         }
     }
-    Err(Error::Io {
-        context: "picking a free port",
-        source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port found"),
-    })
+    Err(Refusal::Unavailable(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no free port found in {PICK_RANGE:?} after {PICK_ATTEMPTS} attempts"),
+    )))
 }
 
-/// Reserves a port the user fixed, refusing one that is in use.
-pub(crate) fn fixed(port: u16) -> Result<Reservation, Error> {
-    reserve(port).map_err(|holder| Error::PortInUse { port, holder })
-}
-
-/// Reserves `port` if it is free: not ours already, not locked by a live process, bindable.
-/// On failure, returns the holder's pid when known.
-fn reserve(port: u16) -> Result<Reservation, Option<u32>> {
+/// Reserves `port` if it is free: not ours already, not locked by another process, bindable.
+pub(crate) fn reserve(port: u16) -> Result<Reservation, Refusal> {
     if !reserved()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(port)
     {
-        return Err(Some(std::process::id()));
+        return Err(Refusal::InUse(holder(std::process::id())));
     }
-    let mut reservation = Reservation { port, lock: None };
-    reservation.lock = lock_file(port).map_err(Some)?;
-    let bindable = {
-        let _gate = crate::guardian::fork_gate(); // no guardian may inherit the probe socket
-        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_ok()
-    };
-    if !bindable {
-        return Err(listener_pid(port));
-    }
+    // From here, dropping `reservation` on an error path gives the port back.
+    let mut reservation = Reservation { port, _lock: None };
+    reservation._lock = lock(port)?;
+    bind_check(port)?;
     Ok(reservation)
 }
 
-/// Creates the cross-process lock for `port`. `Ok(None)` when no lock directory can be used (the
-/// in-process set and the bind check still apply). `Err(pid)` when a live process holds it.
-fn lock_file(port: u16) -> Result<Option<PathBuf>, u32> {
-    let dir = std::env::temp_dir().join("process-fixture-ports");
-    if fs::create_dir_all(&dir).is_err() {
+/// Binds the port for an instant: is anything else there?
+fn bind_check(port: u16) -> Result<(), Refusal> {
+    let _gate = crate::guardian::fork_gate(); // no forked guardian may inherit the probe socket
+    match TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(Refusal::InUse(listener_of(port))),
+        Err(e) => Err(Refusal::Unavailable(e)),
+    }
+}
+
+/// The process listening on TCP `port` (any address), when the system tells.
+pub(crate) fn listener_of(port: u16) -> Option<PortHolder> {
+    crate::sys::tcp_listener_pid(port).and_then(|pid| holder(pid as u32))
+}
+
+/// `pid` and its command line, if it runs.
+pub(crate) fn holder(pid: u32) -> Option<PortHolder> {
+    let command = crate::sys::command_line(pid as crate::sys::Pid)?;
+    Some(PortHolder { pid, command })
+}
+
+/// Takes the cross-process lock of `port`. `Ok(None)` when no lock directory can be used (the
+/// in-process set and the bind check still apply).
+fn lock(port: u16) -> Result<Option<OwnedFd>, Refusal> {
+    let Some(dir) = lock_dir() else {
         return Ok(None);
-    }
-    let path = dir.join(port.to_string());
-    for _ in 0..2 {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut file) => {
-                let me = std::process::id();
-                let _ = write!(file, "{me} {}", start_time(me).unwrap_or(0));
-                return Ok(Some(path));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner = fs::read_to_string(&path).unwrap_or_default();
-                match live_owner(&owner) {
-                    Some(pid) if pid != std::process::id() => return Err(pid),
-                    // Stale (dead owner, recycled pid, or half-written): take it over.
-                    _ => {
-                        let _ = fs::remove_file(&path);
-                    }
-                }
-            }
-            Err(_) => return Ok(None),
-        }
-    }
-    Ok(None)
-}
-
-/// The owner named in a lock file (`"<pid> <start time>"`), if that very process still runs: a
-/// recycled pid has another start time. Where the start time is unknown (no /proc), the pid alone.
-fn live_owner(lock: &str) -> Option<u32> {
-    let mut fields = lock.split_whitespace();
-    let pid: u32 = fields.next()?.parse().ok()?;
-    let recorded: u64 = fields.next()?.parse().ok()?;
-    let alive = match start_time(pid) {
-        Some(now) => recorded == 0 || now == recorded,
-        None => recorded == 0 && sys::pid_exists(pid as sys::Pid),
     };
-    alive.then_some(pid)
+    let path = dir.join(port.to_string());
+    let Some((fd, writable)) = open_lock_file(&path) else {
+        return Ok(None);
+    };
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .and_then(holder);
+        return Err(Refusal::InUse(holder));
+    }
+    if writable {
+        // Who holds it, for the error message of the next one who asks (not for the lock).
+        let mut file = fs::File::from(fd.try_clone().map_err(Refusal::Unavailable)?);
+        let _ = file.set_len(0);
+        let _ = file.write_all(std::process::id().to_string().as_bytes());
+    }
+    Ok(Some(fd))
 }
 
-/// A process's start time in clock ticks since boot (`/proc/<pid>/stat`).
-fn start_time(pid: u32) -> Option<u64> {
-    sys::proc_stat(pid as sys::Pid).map(|stat| stat.start)
+/// Opens the lock file, creating it if missing, never following a symlink and never blocking
+/// on a FIFO planted there; without O_CREAT on an existing file (Linux's protected_regular
+/// refuses that for another user's file in a sticky directory). Returns the fd and whether it is
+/// writable.
+fn open_lock_file(path: &Path) -> Option<(OwnedFd, bool)> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    for _ in 0..3 {
+        for (mode, writable) in [(libc::O_RDWR, true), (libc::O_RDONLY, false)] {
+            // SAFETY: plain syscall with a valid C string.
+            let fd = unsafe { libc::open(c_path.as_ptr(), base | mode) };
+            if fd >= 0 {
+                // SAFETY: just opened; we own it.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                return is_regular_file(&fd).then_some((fd, writable));
+            }
+            if crate::sys::errno() == libc::ENOENT {
+                break;
+            }
+        }
+        let flags = base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        // SAFETY: as above; 0o644 so that other users can open it to lock it (flock needs no
+        // write access).
+        let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o644 as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: just created; we own it.
+            return Some((unsafe { OwnedFd::from_raw_fd(fd) }, true));
+        }
+        if crate::sys::errno() != libc::EEXIST {
+            return None;
+        }
+        // Someone created it between our two opens: open theirs.
+    }
+    None
 }
 
-/// The pid of a process listening on `port`, found through `/proc/net/tcp{,6}` and `/proc/*/fd`.
-fn listener_pid(port: u16) -> Option<u32> {
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = fs::read_to_string(table).ok()?;
-            text.lines()
-                .skip(1)
-                .find_map(|line| listening_inode(line, port))
-        })?;
-    let target = format!("socket:[{inode}]");
-    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let fds = fs::read_dir(entry.path().join("fd")).ok()?;
-        fds.flatten()
-            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
-            .then_some(pid)
+fn is_regular_file(fd: &OwnedFd) -> bool {
+    fd.try_clone()
+        .map(fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
+}
+
+/// The lock directory, decided once per process.
+fn lock_dir() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir();
+        let shared = base.join("process-fixture-ports");
+        if prepare_shared(&shared) {
+            return Some(shared);
+        }
+        // SAFETY: plain syscall.
+        let uid = unsafe { libc::geteuid() };
+        let private = base.join(format!("process-fixture-ports-{uid}"));
+        log::warn!(
+            "process-fixture: {} cannot be used safely; port locks are private to this user in {}",
+            shared.display(),
+            private.display()
+        );
+        prepare_private(&private, uid).then_some(private)
     })
+    .as_deref()
 }
 
-/// The socket inode of a `/proc/net/tcp` line that listens (state 0A) on `port`.
-fn listening_inode(line: &str, port: u16) -> Option<u64> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let local_port = fields.get(1)?.rsplit(':').next()?;
-    let listening = *fields.get(3)? == "0A";
-    (listening && u16::from_str_radix(local_port, 16).ok()? == port)
-        .then(|| fields.get(9)?.parse().ok())?
+/// Creates the shared directory (mode 1777, like /tmp) if missing; then accepts it only if it is
+/// a real directory that we can write to and in which nobody can replace our files: not
+/// writable by others, or sticky.
+fn prepare_shared(dir: &Path) -> bool {
+    if fs::DirBuilder::new().mode(0o1777).create(dir).is_ok() {
+        // The umask took bits away: set them again (only the creator can).
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o1777));
+    }
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    let sticky_or_closed = mode & 0o1000 != 0 || mode & 0o022 == 0;
+    meta.is_dir() && sticky_or_closed && writable(dir)
+}
+
+/// A directory of our own, mode 0700.
+fn prepare_private(dir: &Path, uid: u32) -> bool {
+    let _ = fs::DirBuilder::new().mode(0o700).create(dir);
+    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+}
+
+fn writable(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: plain syscall with a valid C string.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 #[cfg(test)]
@@ -198,7 +265,7 @@ mod tests {
         );
         let port = a.port();
         drop(a);
-        let again = fixed(port).unwrap();
+        let again = reserve(port).unwrap();
         assert_eq!(again.port(), port);
     }
 
@@ -206,36 +273,23 @@ mod tests {
     fn a_listened_port_is_refused_and_its_holder_named() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        match fixed(port) {
-            Err(Error::PortInUse { port: p, holder }) => {
-                assert_eq!(p, port);
+        match reserve(port) {
+            Err(Refusal::InUse(holder)) => {
                 if cfg!(target_os = "linux") {
-                    assert_eq!(holder, Some(std::process::id()));
+                    assert_eq!(holder.map(|h| h.pid), Some(std::process::id()));
                 }
             }
-            other => panic!("expected PortInUse, got {other:?}"),
+            other => panic!("expected InUse, got {other:?}"),
         }
     }
 
     #[test]
-    fn a_lock_of_a_recycled_or_dead_pid_is_stale() {
-        let me = std::process::id();
-        if let Some(start) = start_time(me) {
-            assert_eq!(live_owner(&format!("{me} {start}")), Some(me));
-            assert_eq!(
-                live_owner(&format!("{me} {}", start + 1)),
-                None,
-                "recycled pid"
-            );
+    fn the_lock_directory_is_shared_and_sticky() {
+        let dir = lock_dir().expect("a lock directory");
+        let meta = fs::symlink_metadata(dir).unwrap();
+        assert!(meta.is_dir());
+        if dir.ends_with("process-fixture-ports") {
+            assert!(meta.mode() & 0o1000 != 0 || meta.mode() & 0o022 == 0);
         }
-        assert_eq!(live_owner("999999999 5"), None, "dead pid");
-        assert_eq!(live_owner("garbage"), None);
-    }
-
-    #[test]
-    fn parses_a_proc_net_tcp_line() {
-        let line = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000";
-        assert_eq!(listening_inode(line, 8080), Some(123456));
-        assert_eq!(listening_inode(line, 8081), None);
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
+use crate::deadline::Deadline;
 use crate::guardian::Backoff;
 use crate::output::{LineWatch, Monitor, Which};
 use crate::sys::WaitStatus;
@@ -88,18 +89,20 @@ impl Ready {
     }
 
     /// The line watch to install in the monitor before the first byte is read; checks the probe.
-    pub(crate) fn line_watch(&self) -> Result<Option<LineWatch>, Error> {
+    pub(crate) fn line_watch(&self, program: &str) -> Result<Option<LineWatch>, Error> {
         match &self.0 {
             Probe::Http { path }
                 if !path.starts_with('/') || path.contains(char::is_whitespace) =>
             {
                 Err(Error::InvalidProbe {
+                    program: program.to_owned(),
                     probe: format!("Ready::http({path:?})"),
                     reason: "the path must start with '/' and contain no whitespace".into(),
                 })
             }
             Probe::Line { which, pattern } => {
                 let regex = Regex::new(pattern).map_err(|e| Error::InvalidRegex {
+                    program: program.to_owned(),
                     pattern: pattern.clone(),
                     message: e.to_string(),
                 })?;
@@ -214,7 +217,7 @@ pub(crate) fn wait(
     timeout: Duration,
 ) -> Result<(), Failure> {
     let start = Instant::now();
-    let deadline = start + timeout;
+    let deadline = Deadline::from(start, timeout);
     let mut backoff = Backoff::new(POLL_MAX);
     let mut last_error = None;
     loop {
@@ -224,24 +227,30 @@ pub(crate) fn wait(
             Ok(false) => {}
             Err(e) => last_error = Some(e),
         }
-        let (gone, guardian_closed) = monitor.with(|s| (s.gone, s.guardian_closed));
-        if let Some(status) = gone {
+        if let Some(status) = monitor.with(dead) {
             return Err(Failure::Exited(status));
         }
-        let now = Instant::now();
-        if now >= deadline || guardian_closed {
-            if guardian_closed {
+        let guardian_lost = monitor.with(|s| s.guardian_closed || s.guardian_died.is_some());
+        if deadline.passed() || guardian_lost {
+            if guardian_lost {
                 last_error = Some("the guardian process exited unexpectedly".into());
             }
             let awaited = ready.describe(port);
             return Err(Failure::NotReady {
                 awaited,
-                waited: now - start,
+                waited: start.elapsed(),
                 last_error,
             });
         }
-        monitor.wait_event(events, backoff.next().min(deadline - now));
+        monitor.wait_event(events, deadline.remaining_capped(Some(backoff.next())));
     }
+}
+
+/// The server is dead for readiness: every process exited, or the leader failed (a non-zero
+/// exit or a signal) even if a helper it started lives on. Only a leader that exits 0 while its
+/// descendants live has daemonised (issue "guardian, second generation", defect 6).
+fn dead(s: &crate::output::State) -> Option<WaitStatus> {
+    s.gone.or(s.leader_exit.filter(|&status| status != 0))
 }
 
 #[cfg(test)]
@@ -265,14 +274,14 @@ mod tests {
         for path in ["health", "/a b", "/x\r\nHost: evil"] {
             assert!(
                 matches!(
-                    Ready::http(path).line_watch(),
+                    Ready::http(path).line_watch("p"),
                     Err(Error::InvalidProbe { .. })
                 ),
                 "{path:?}"
             );
         }
         assert!(Ready::http("/health?full=1")
-            .line_watch()
+            .line_watch("p")
             .unwrap()
             .is_none());
     }

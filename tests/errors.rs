@@ -175,7 +175,7 @@ fn a_bad_working_directory_is_current_dir() {
     let m = marker("cwd");
     let e = spawn_err(server_builder(&m).current_dir(&missing));
     match &e {
-        Error::CurrentDir { path, source } => {
+        Error::CurrentDir { path, source, .. } => {
             assert_eq!(path, &missing);
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source:?}");
         }
@@ -200,7 +200,9 @@ fn an_invalid_readiness_regex_is_invalid_regex() {
         let m = marker("regex");
         let e = spawn_err(server_builder(&m).ready(ready.clone()));
         match &e {
-            Error::InvalidRegex { pattern, message } => {
+            Error::InvalidRegex {
+                pattern, message, ..
+            } => {
                 assert_eq!(pattern, "(");
                 assert!(!message.is_empty());
             }
@@ -219,7 +221,7 @@ fn nul_bytes_are_nul_byte_errors_naming_where() {
     // The four arguments of server_builder come first: --mode well-behaved --port {port}.
     let e = spawn_err(&b);
     assert!(
-        matches!(&e, Error::NulByte { what } if what == "argument 6"),
+        matches!(&e, Error::NulByte { what, .. } if what == "argument 6"),
         "{e:?}"
     );
     assert_says(&e, &["argument 6", "NUL"]);
@@ -228,14 +230,14 @@ fn nul_bytes_are_nul_byte_errors_naming_where() {
     b.arg("ok").arg("x\0y");
     let e = spawn_err(&b);
     assert!(
-        matches!(&e, Error::NulByte { what } if what == "argument 2"),
+        matches!(&e, Error::NulByte { what, .. } if what == "argument 2"),
         "{e:?}"
     );
     assert_says(&e, &["argument 2", "NUL"]);
 
     let e = spawn_err(server_builder(&m).env("PF_NUL_VALUE", "x\0y"));
     assert!(
-        matches!(&e, Error::NulByte { what } if what == "environment variable PF_NUL_VALUE"),
+        matches!(&e, Error::NulByte { what, .. } if what == "environment variable PF_NUL_VALUE"),
         "{e:?}"
     );
     assert_says(&e, &["environment variable PF_NUL_VALUE", "NUL"]);
@@ -247,12 +249,12 @@ fn nul_bytes_in_the_program_or_working_directory_are_typed_errors() {
     // NUL bytes are checked before any file lookup, so the error names the real culprit.
     for program in ["fixture\0server", "/bin/sh\0x"] {
         match spawn_err(&ProcessFixture::builder(program)) {
-            Error::NulByte { what } => assert_eq!(what, "the program name", "{program:?}"),
+            Error::NulByte { what, .. } => assert_eq!(what, "the program name", "{program:?}"),
             e => panic!("{program:?}: expected NulByte, got {e:?}"),
         }
     }
     match spawn_err(server_builder(&marker("nul-cwd")).current_dir("/tmp\0x")) {
-        Error::NulByte { what } => assert_eq!(what, "the working directory"),
+        Error::NulByte { what, .. } => assert_eq!(what, "the working directory"),
         e => panic!("expected NulByte, got {e:?}"),
     }
 }
@@ -263,7 +265,7 @@ fn an_invalid_stop_signal_is_invalid_signal() {
         let m = marker("signal");
         let e = spawn_err(server_builder(&m).stop_signal(Signal::from_raw(raw)));
         assert!(
-            matches!(e, Error::InvalidSignal(n) if n == raw),
+            matches!(e, Error::InvalidSignal { signal, .. } if signal == raw),
             "{raw}: {e:?}"
         );
         assert_says(&e, &[&raw.to_string(), "signal"]);
@@ -278,10 +280,12 @@ fn a_fixed_port_we_listen_on_is_port_in_use_and_nothing_is_spawned() {
     let m = marker("port-ours");
     let e = spawn_err(server_builder(&m).port(port));
     match &e {
-        Error::PortInUse { port: p, holder } => {
+        Error::PortInUse {
+            port: p, holder, ..
+        } => {
             assert_eq!(*p, port);
             assert_eq!(
-                *holder,
+                holder.as_ref().map(|h| h.pid),
                 Some(std::process::id()),
                 "the holder is this process"
             );
@@ -325,9 +329,13 @@ fn a_fixed_port_another_process_listens_on_names_that_process() {
     let _ = other.wait();
     let (port, e, m) = result.unwrap_or_else(|| panic!("unexpected server line {line:?}"));
     match &e {
-        Error::PortInUse { port: p, holder } => {
+        Error::PortInUse {
+            port: p, holder, ..
+        } => {
             assert_eq!(*p, port);
-            assert_eq!(*holder, Some(other.id()), "the holder is the other server");
+            let holder = holder.as_ref().expect("the holder is named");
+            assert_eq!(holder.pid, other.id(), "the holder is the other server");
+            assert!(holder.command.contains("fixture-server"), "{holder:?}");
         }
         other => panic!("expected PortInUse, got {other:?}"),
     }

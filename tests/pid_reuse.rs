@@ -16,12 +16,13 @@ const EVENTUALLY: Duration = Duration::from_secs(10);
 
 #[test]
 fn the_leader_stays_an_unreaped_zombie_until_its_workers_are_gone() {
-    // The master exits 0 on SIGTERM at once; its workers ignore SIGTERM and live on until the
-    // SIGKILL that follows the group grace, min(grace, 1 s) = 1 s.
+    // The master exits 0 on SIGTERM at once; its workers block SIGTERM and live on until the
+    // SIGKILL that follows the group grace, min(grace, 1 s) = 1 s. (Workers that *ignore* it
+    // would get no grace at all: they could never act on it.)
     let fx = ProcessFixture::builder(support::server())
         .args([
             "--mode",
-            "workers-ignore-term",
+            "workers-block-term",
             "--workers",
             "2",
             "--port",

@@ -108,6 +108,13 @@ impl Proc {
     }
 }
 
+/// The `comm` name of a process (empty if it is gone).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
 /// Every process on the machine.
 pub fn all_processes() -> Vec<Proc> {
     std::fs::read_dir("/proc")

@@ -1,8 +1,10 @@
 //! `alloc-trap`: runs fixtures in a process whose allocator kills any *forked child* that
-//! allocates (TEARDOWN.md R8.2). The guardian is a fork of this process without exec; after the
-//! fork it may make async-signal-safe calls only, so it must never allocate (another thread may
-//! have held the allocator's lock at the fork). If it did, the guardian would `_exit(86)` and the
-//! fixture would fail.
+//! allocates (TEARDOWN.md R8.2). A guardian forked from this process without exec (the fallback,
+//! `PROCESS_FIXTURE_FORCE=no-zygote`) may make async-signal-safe calls only, so it must never
+//! allocate (another thread may have held the allocator's lock at the fork). If it did, the
+//! guardian would `_exit(86)` and the fixture would fail. With the zygote (the default), nothing
+//! is forked from this process: the zygote is this executable exec'd afresh, where `main`, and so
+//! the trap's owner, never ran.
 //!
 //! ```text
 //! alloc-trap --server PATH
@@ -128,7 +130,7 @@ fn main() {
             wait_for_escape(&fx);
         }
         let report = fx.stop().unwrap_or_else(|e| panic!("{mode}: {e}"));
-        println!("{mode}: {report}");
+        println!("{mode}: {report} (guardian: {:?})", report.guardian);
     }
     println!("ok");
 }

@@ -46,6 +46,7 @@ modes! {
     WellBehaved => "well-behaved",
     ForkingMaster => "forking-master",
     WorkersIgnoreTerm => "workers-ignore-term",
+    WorkersBlockTerm => "workers-block-term",
     IgnoreTerm => "ignore-term",
     SetsidEscapee => "setsid-escapee",
     GrandchildHoldsStdout => "grandchild-holds-stdout",
@@ -306,22 +307,28 @@ fn exit_on_sigterm() {
 enum OnTerm {
     Die,
     Ignore,
+    /// Blocked: pending, never delivered, but not *ignored* (SigIgn stays clear), so a stop
+    /// must give it its grace.
+    Block,
 }
 
 /// Sets the SIGTERM disposition and clears the signal mask, undoing any
 /// blocked mask or ignored disposition inherited from the parent.
 fn set_sigterm(on_term: OnTerm) {
     let handler = match on_term {
-        OnTerm::Die => libc::SIG_DFL,
+        OnTerm::Die | OnTerm::Block => libc::SIG_DFL,
         OnTerm::Ignore => libc::SIG_IGN,
     };
     // SAFETY: plain syscalls with valid arguments; the empty set is
     // initialised by sigemptyset.
     unsafe {
         libc::signal(libc::SIGTERM, handler);
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        if let OnTerm::Block = on_term {
+            libc::sigaddset(&mut mask, libc::SIGTERM);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
     }
 }
 
@@ -369,7 +376,7 @@ fn well_behaved(opts: &Opts) -> ! {
     serve(&listener)
 }
 
-/// `forking-master` and `workers-ignore-term`: workers serve the shared
+/// `forking-master`, `workers-ignore-term` and `workers-block-term`: workers serve the shared
 /// listener; the master only waits for SIGTERM and exits 0 without touching
 /// its workers.
 fn forking_master(opts: &Opts, workers_on_term: OnTerm) -> ! {
@@ -541,6 +548,7 @@ fn main() {
         Mode::WellBehaved => well_behaved(&opts),
         Mode::ForkingMaster => forking_master(&opts, OnTerm::Die),
         Mode::WorkersIgnoreTerm => forking_master(&opts, OnTerm::Ignore),
+        Mode::WorkersBlockTerm => forking_master(&opts, OnTerm::Block),
         Mode::IgnoreTerm => ignore_term(&opts),
         Mode::SetsidEscapee => setsid_escapee(&opts),
         Mode::GrandchildHoldsStdout => grandchild_holds_stdout(&opts),

@@ -1,0 +1,72 @@
+//! Deadlines that saturate: a duration too long to add to "now" means "no deadline", never a
+//! panic. `grace_period(Duration::MAX)` and `ready_timeout(Duration::MAX)` mean "as long as it
+//! takes" (issue: a guardian that panicked on `Instant + Duration::MAX`).
+
+use std::time::{Duration, Instant};
+
+/// A point in time to wait until, or `never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now; `never` when that is past what `Instant` can hold.
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// `timeout` after `start`, saturating the same way.
+    pub fn from(start: Instant, timeout: Duration) -> Deadline {
+        Deadline(start.checked_add(timeout))
+    }
+
+    pub fn never() -> Deadline {
+        Deadline(None)
+    }
+
+    /// Time left, `Some(ZERO)` once passed, `None` for never.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+
+    /// The shorter of the time left and `cap` (`None`: wait without a limit).
+    pub fn remaining_capped(&self, cap: Option<Duration>) -> Option<Duration> {
+        match (self.remaining(), cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// `a + b`, saturating at `Duration::MAX`.
+pub(crate) fn add(a: Duration, b: Duration) -> Duration {
+    a.saturating_add(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_mean_never_and_do_not_panic() {
+        let d = Deadline::after(Duration::MAX);
+        assert_eq!(d, Deadline::never());
+        assert_eq!(d.remaining(), None);
+        assert!(!d.passed());
+        assert_eq!(
+            d.remaining_capped(Some(Duration::from_millis(5))),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(add(Duration::MAX, Duration::from_secs(1)), Duration::MAX);
+    }
+
+    #[test]
+    fn zero_timeout_has_passed() {
+        let d = Deadline::after(Duration::ZERO);
+        assert!(d.passed());
+    }
+}

@@ -1,0 +1,313 @@
+//! The test side of starting a guardian: through the zygote when it can, forked otherwise.
+//!
+//! The zygote is started on first use with `std::process::Command` (`posix_spawn` on glibc, so
+//! the test process's memory is not copied) from `/proc/self/exe` on Linux (still the running
+//! executable when a rebuild replaced the file), and must answer `HELLO` within
+//! [`HANDSHAKE_TIMEOUT`]. Where it cannot (the executable is not ours to re-run: a cdylib loaded
+//! by another program; a rebuild of another version), the guardian is forked from the test
+//! process, and `StopReport::guardian` says so. `PROCESS_FIXTURE_FORCE=no-zygote` forces that
+//! fallback, to test it.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::protocol::{Msg, Plan, PROTOCOL_VERSION};
+use super::zygote::{HOOK, ZYGOTE_ARGV0, ZYGOTE_ENV};
+use super::Ends;
+use crate::deadline::Deadline;
+use crate::sys::{self, Pid, Target};
+
+/// How long a freshly started zygote may take to answer (an exec of the test binary: about a
+/// millisecond; generous for a loaded machine).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the test process waits for its zygote at exit.
+const AT_EXIT_WAIT: Duration = Duration::from_millis(50);
+/// How long a guardian may take to read its plan.
+const PLAN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the guardian was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Forked by the zygote (the exec'd test executable).
+    Zygote,
+    /// Forked from the test process (the fallback); its pid, our child, to reap.
+    Forked(Pid),
+}
+
+/// A started guardian: the test side's end of its control socket.
+pub(crate) struct Launched {
+    pub ctl: OwnedFd,
+    pub origin: Origin,
+}
+
+/// Starts a guardian for `plan`, handing it the write ends of the server's output pipes.
+pub(crate) fn launch(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
+    std::hint::black_box(&HOOK); // keeps the zygote's constructor hook in every test binary
+    reap_pending();
+    if !crate::builder::forced("no-zygote") {
+        if let Some(ctl) = via_zygote(plan, &stdout, &stderr)? {
+            return Ok(Launched {
+                ctl,
+                origin: Origin::Zygote,
+            });
+        }
+    }
+    forked(plan, stdout, stderr)
+}
+
+/// The zygote of this process, started on first use; `Unavailable` once it failed to start.
+enum State {
+    NotStarted,
+    Running { pid: Pid, sock: OwnedFd },
+    Unavailable,
+}
+
+static ZYGOTE: Mutex<State> = Mutex::new(State::NotStarted);
+
+fn zygote_state() -> MutexGuard<'static, State> {
+    ZYGOTE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `Ok(None)`: no zygote can be had, fork instead.
+fn via_zygote(plan: &Plan, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    let (ours, theirs) = sys::socketpair(false)?;
+    let fds = [theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+    if !send_fork(&fds) {
+        return Ok(None);
+    }
+    drop(theirs);
+    write_plan(&ours, &plan.encode())?;
+    Ok(Some(ours))
+}
+
+/// Sends `FORK` with the guardian's fds to the zygote, starting (or restarting, once, if it
+/// died) the zygote as needed. `false`: no zygote.
+fn send_fork(fds: &[std::os::fd::RawFd]) -> bool {
+    let msg = Msg::new(Msg::FORK);
+    let mut state = zygote_state();
+    for _ in 0..2 {
+        if matches!(*state, State::NotStarted) {
+            *state = start_zygote();
+        }
+        let State::Running { pid, sock } = &*state else {
+            return false;
+        };
+        if sys::send_with_fds(sock.as_raw_fd(), msg.as_bytes(), fds).is_ok() {
+            return true;
+        }
+        // The zygote is gone (killed): reap it if it is, and start another.
+        let _ = sys::try_reap(*pid);
+        *state = State::NotStarted;
+    }
+    false
+}
+
+fn start_zygote() -> State {
+    match spawn_zygote() {
+        Ok(state) => state,
+        Err(e) => {
+            log::info!(
+                "process-fixture: no zygote ({e}); guardians are forked from the test process"
+            );
+            State::Unavailable
+        }
+    }
+}
+
+fn spawn_zygote() -> io::Result<State> {
+    let (ours, theirs) = sys::socketpair(true)?;
+    let token = format!("{PROTOCOL_VERSION}:{}", sys::getpid());
+    let child = Command::new(current_exe()?)
+        .arg0(ZYGOTE_ARGV0)
+        .env(OsStr::from_bytes(ZYGOTE_ENV.to_bytes()), token)
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id() as Pid;
+    drop(child); // not waited by std: reaped by pid, below or when it dies
+    match handshake(&ours) {
+        Ok(()) => {
+            static AT_EXIT: std::sync::Once = std::sync::Once::new();
+            // SAFETY: registers a plain function; see `close_zygote_at_exit`.
+            AT_EXIT.call_once(|| unsafe {
+                libc::atexit(close_zygote_at_exit);
+            });
+            Ok(State::Running { pid, sock: ours })
+        }
+        Err(e) => {
+            // Our unreaped child: its pid is pinned, signalling it by number is safe.
+            let _ = sys::signal(Target::Process(pid), libc::SIGKILL);
+            let deadline = Deadline::after(Duration::from_secs(5));
+            while sys::try_reap(pid).is_ok_and(|s| s.is_none()) && !deadline.passed() {
+                sys::poll(&mut [], Some(Duration::from_millis(1)));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// At a normal exit of the test process: close our end of the zygote's socket (the zygote exits
+/// once no guardian is left) and reap it, for a moment only, so that no zombie is left to an
+/// init that does not reap. A zygote still serving a static fixture's guardian is left to exit
+/// on its own once that guardian has stopped its server.
+extern "C" fn close_zygote_at_exit() {
+    let mut state = match ZYGOTE.try_lock() {
+        Ok(state) => state,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if let State::Running { pid, sock } = std::mem::replace(&mut *state, State::Unavailable) {
+        drop(sock);
+        let deadline = Deadline::after(AT_EXIT_WAIT);
+        while sys::try_reap(pid).is_ok_and(|s| s.is_none()) && !deadline.passed() {
+            sys::poll(&mut [], Some(Duration::from_millis(1)));
+        }
+    }
+}
+
+fn current_exe() -> io::Result<std::path::PathBuf> {
+    if cfg!(target_os = "linux") {
+        Ok("/proc/self/exe".into())
+    } else {
+        std::env::current_exe()
+    }
+}
+
+/// Waits for the zygote's `HELLO`, with a deadline.
+fn handshake(sock: &OwnedFd) -> io::Result<()> {
+    let mut fds = [sys::pollfd(sock.as_raw_fd())];
+    if sys::poll(&mut fds, Some(HANDSHAKE_TIMEOUT)) == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the zygote did not answer",
+        ));
+    }
+    let mut buf = [0u8; Msg::SIZE];
+    let mut unexpected = [-1; 4];
+    let n = sys::recv_with_fds(sock.as_raw_fd(), &mut buf, &mut unexpected);
+    unexpected
+        .iter()
+        .filter(|&&fd| fd >= 0)
+        .for_each(|&fd| sys::close(fd));
+    let hello = Msg::from_bytes(&buf);
+    if n == Msg::SIZE as isize && hello.kind == Msg::HELLO && hello.detail == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the executable did not start as a zygote (not re-runnable, or another build)",
+        ))
+    }
+}
+
+/// Writes the plan to the guardian, bounded: a guardian that never reads must not hang spawn.
+fn write_plan(ctl: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    sys::set_nonblocking(ctl.as_raw_fd())?;
+    let deadline = Deadline::after(PLAN_TIMEOUT);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = sys::write_once(ctl.as_raw_fd(), rest);
+        if n > 0 {
+            rest = &rest[n as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if n == 0 || err.kind() != io::ErrorKind::WouldBlock {
+            return Err(err);
+        }
+        if deadline.passed() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the guardian did not read its plan",
+            ));
+        }
+        let mut fds = [libc::pollfd {
+            fd: ctl.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd; bounded wait.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+    }
+    Ok(())
+}
+
+/// The fallback: fork the guardian from the test process, as the first generation did. The
+/// child makes only async-signal-safe calls (R8.2): the plan is already in its memory.
+fn forked(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
+    let (ours, theirs) = sys::socketpair(false)?;
+    let dev_null = sys::dev_null()?;
+    let test_pid = sys::getpid();
+    let test_pgrp = sys::getpgrp();
+    let ends = Ends {
+        ctl: theirs.as_raw_fd(),
+        stdout: stdout.as_raw_fd(),
+        stderr: stderr.as_raw_fd(),
+        test_watch: -1,
+    };
+    let gate = fork_gate();
+    // SAFETY: the child runs only `forked_child`, which never returns and allocates nothing.
+    let pid = unsafe { sys::fork() }?;
+    if pid == 0 {
+        forked_child(plan, ends, dev_null.as_raw_fd(), test_pid, test_pgrp);
+    }
+    drop(gate);
+    Ok(Launched {
+        ctl: ours,
+        origin: Origin::Forked(pid),
+    })
+}
+
+fn forked_child(plan: &Plan, mut ends: Ends, dev_null: i32, test_pid: Pid, test_pgrp: Pid) -> ! {
+    if plan.pidfd {
+        ends.test_watch = sys::exit_watch(test_pid).unwrap_or(-1);
+    }
+    super::setup(&ends, Some(dev_null), test_pid, test_pgrp);
+    if sys::getppid() != test_pid {
+        sys::exit(0); // the test process is already gone
+    }
+    super::run(plan, ends, 0)
+}
+
+/// Held around every fork of the test process and around short-lived sockets the test process
+/// closes and expects gone at once (the port check): a guardian forked in between would hold a
+/// copy until it closes its inherited fds, and the port would look busy for that instant.
+pub(crate) fn fork_gate() -> MutexGuard<'static, ()> {
+    static GATE: Mutex<()> = Mutex::new(());
+    GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Forked guardians whose exit was not yet seen when their fixture was done.
+static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+
+/// Reaps a guardian forked from the test process once it has reported: it exits within
+/// microseconds, so this polls until `deadline` at most, and one still running then is retried
+/// at the next spawn or stop. Never holds a lock while it waits (one stuck guardian must not slow
+/// the others). A guardian from the zygote is the zygote's to reap.
+pub(crate) fn reap_forked(pid: Pid, deadline: Deadline) {
+    let mut backoff = super::Backoff::new(Duration::from_millis(5));
+    // Ok(Some): reaped. Err: not our child any more (auto-reaped under SIGCHLD=SIG_IGN).
+    while matches!(sys::try_reap(pid), Ok(None)) {
+        if deadline.passed() {
+            UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+            return;
+        }
+        sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
+    }
+}
+
+/// Retries the forked guardians that had not exited when their fixture was done.
+fn reap_pending() {
+    let mut pending = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
+    pending.retain(|&p| matches!(sys::try_reap(p), Ok(None)));
+}

@@ -1,0 +1,385 @@
+//! The guardian's protocol with the test side.
+//!
+//! One `SOCK_STREAM` Unix socket per fixture, the *control socket*:
+//! ```text
+//! test side ── Plan (once, when the guardian was forked by the zygote) ──▶ guardian
+//!           ── STOP ─────────────────────────────────────────────────────▶
+//!           ◀── SPAWNED | SPAWN_FAILED, LEADER_EXITED, GONE, LISTENING…, STOPPED ──
+//!           ◀── GUARDIAN_DIED (written by the zygote when the guardian died before STOPPED)
+//! ```
+//! Every message is an explicit [`Msg`] of fixed size, written with one `write` (atomic below
+//! `PIPE_BUF`, and each end has one writer). EOF is never the only signal: a child the test
+//! process forks without exec inherits its end of the socket, so EOF may never come (issue
+//! "guardian, second generation", defect 2).
+//!
+//! The zygote's socket (`SOCK_SEQPACKET`, one per test process) carries `HELLO` once from the
+//! zygote and then one `FORK` per fixture from the test side, with the guardian's three fds.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use crate::sys::{Pid, WaitStatus};
+
+/// Bumped whenever a message or the plan changes shape: a zygote of another build refuses to
+/// serve (the executable was replaced by a rebuild while tests ran), and the test side falls
+/// back to a forked guardian.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
+
+/// One message. Plain data, no padding: 8 × u32, u64, 16 bytes, 2 × i32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Msg {
+    pub kind: u32,
+    pub flags: u32,
+    /// Leader pid (`SPAWNED`), listening process (`LISTENING`), zygote pid (`HELLO`).
+    pub pid: Pid,
+    /// A raw wait status (`LEADER_EXITED`, `GONE`, `STOPPED`, `GUARDIAN_DIED`).
+    pub status: WaitStatus,
+    /// Stage (`SPAWN_FAILED`), reason (`STOPPED`), address family (`LISTENING`), version (`HELLO`).
+    pub detail: u32,
+    pub port: u32,
+    pub killed: u32,
+    pub escapees: u32,
+    pub elapsed_ns: u64,
+    pub addr: [u8; 16],
+    /// The guardian's own pid (`SPAWNED`, `SPAWN_FAILED`).
+    pub guardian: Pid,
+    pub errno: i32,
+}
+
+impl Msg {
+    pub const SIZE: usize = std::mem::size_of::<Msg>();
+
+    // guardian → test side
+    pub const SPAWNED: u32 = 1;
+    pub const SPAWN_FAILED: u32 = 2;
+    /// The leader exited (observed, not reaped); other processes may live on (a daemon).
+    pub const LEADER_EXITED: u32 = 3;
+    /// The leader exited and no other process of the fixture lives (before any stop request).
+    pub const GONE: u32 = 4;
+    /// A process of the fixture listens on a TCP socket.
+    pub const LISTENING: u32 = 5;
+    pub const STOPPED: u32 = 6;
+    // zygote → test side
+    pub const GUARDIAN_DIED: u32 = 7;
+    pub const HELLO: u32 = 8;
+    // test side → guardian, test side → zygote
+    pub const STOP: u32 = 9;
+    pub const FORK: u32 = 10;
+
+    // flags
+    pub const F_ESCALATED: u32 = 1;
+    pub const F_CONFIRMED: u32 = 2;
+    pub const F_REAPED: u32 = 4;
+    pub const F_SUBREAPER: u32 = 8;
+    pub const F_LISTEN_EVENTS: u32 = 16;
+    /// `STOPPED`: the fixture was gone (all exited on their own) before the stop request.
+    pub const F_GONE_BEFORE: u32 = 32;
+    /// `STOPPED`: the leader had exited on its own before the stop request.
+    pub const F_LEADER_EXITED_BEFORE: u32 = 64;
+    /// `SPAWNED`: the guardian was forked by the zygote (not from the test process).
+    pub const F_ZYGOTE: u32 = 128;
+
+    // STOPPED reasons (detail)
+    pub const CONFIRMED: u32 = 0;
+    /// Processes were still alive when the last deadline passed.
+    pub const STILL_ALIVE: u32 = 1;
+    /// The processes could not be listed (errno in `errno`): nothing could be confirmed.
+    pub const CANNOT_LIST: u32 = 2;
+
+    pub fn new(kind: u32) -> Msg {
+        Msg {
+            kind,
+            ..Msg::default()
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8; Msg::SIZE]) -> Msg {
+        // SAFETY: Msg is plain old data of exactly SIZE bytes with no padding, written by the
+        // same build (the zygote checks PROTOCOL_VERSION).
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: as above; every byte of a padding-free repr(C) struct is initialised.
+        unsafe { std::slice::from_raw_parts((self as *const Msg).cast(), Msg::SIZE) }
+    }
+}
+
+/// The stages of starting the server, reported by `SPAWN_FAILED`.
+pub(crate) const STAGE_FORK: u32 = 1;
+pub(crate) const STAGE_CHDIR: u32 = 2;
+pub(crate) const STAGE_EXEC: u32 = 3;
+pub(crate) const STAGE_CREDENTIALS: u32 = 4;
+pub(crate) const STAGE_SETUP: u32 = 5;
+
+/// The name of a failed stage, for error messages.
+pub(crate) fn stage_name(stage: u32) -> &'static str {
+    match stage {
+        STAGE_CHDIR => "changing to the working directory",
+        STAGE_EXEC => "exec",
+        STAGE_CREDENTIALS => "switching user and groups",
+        STAGE_SETUP => "setting up the guardian",
+        _ => "fork",
+    }
+}
+
+/// Whether to watch `listen()` calls through seccomp (see `guardian::listen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListenEvents {
+    Off,
+    /// Install the filter; set no_new_privs first when the guardian is not privileged.
+    On {
+        no_new_privs: bool,
+    },
+}
+
+/// Everything the guardian and the server need, prepared by the test side: sent over the
+/// control socket to a zygote-forked guardian, or simply present in a forked one.
+pub(crate) struct Plan {
+    pub path: CString,
+    pub cwd: Option<CString>,
+    pub stop_signal: libc::c_int,
+    /// May be `Duration::MAX`: "as long as it takes" (durations saturate).
+    pub grace: Duration,
+    /// Make the guardian a child subreaper (Linux), so that escapees re-parent to it.
+    pub subreaper: bool,
+    /// Use pidfds (Linux ≥ 5.3); `false` when `PROCESS_FIXTURE_FORCE=no-pidfd`.
+    pub pidfd: bool,
+    pub listen: ListenEvents,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Option<Vec<u32>>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    /// Null-terminated pointer arrays into `argv`/`envp`, built once, before any fork.
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into the CStrings the plan owns, never shared mutably.
+unsafe impl Send for Plan {}
+
+impl Plan {
+    /// A plan with SIGTERM, the default grace, and every kernel feature that is there.
+    pub fn new(path: CString, argv: Vec<CString>, envp: Vec<CString>) -> Plan {
+        let mut plan = Plan {
+            path,
+            cwd: None,
+            stop_signal: libc::SIGTERM,
+            grace: crate::DEFAULT_GRACE,
+            subreaper: true,
+            pidfd: true,
+            listen: ListenEvents::Off,
+            uid: None,
+            gid: None,
+            groups: None,
+            argv,
+            envp,
+            argv_ptrs: Vec::new(),
+            envp_ptrs: Vec::new(),
+        };
+        plan.argv_ptrs = nul_terminated(&plan.argv);
+        plan.envp_ptrs = nul_terminated(&plan.envp);
+        plan
+    }
+
+    pub fn argv_ptrs(&self) -> *const *const libc::c_char {
+        self.argv_ptrs.as_ptr()
+    }
+
+    pub fn envp_ptrs(&self) -> *const *const libc::c_char {
+        self.envp_ptrs.as_ptr()
+    }
+
+    /// The plan as bytes: a u32 length, then the fields.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(4096));
+        w.u32(0); // length, filled in below
+        w.bytes(self.path.as_bytes());
+        w.opt_bytes(self.cwd.as_ref().map(|c| c.as_bytes()));
+        w.u32(self.stop_signal as u32);
+        w.u64(self.grace.as_secs());
+        w.u32(self.grace.subsec_nanos());
+        w.u32(u32::from(self.subreaper) | u32::from(self.pidfd) << 1);
+        w.u32(match self.listen {
+            ListenEvents::Off => 0,
+            ListenEvents::On {
+                no_new_privs: false,
+            } => 1,
+            ListenEvents::On { no_new_privs: true } => 2,
+        });
+        w.opt_u32(self.uid);
+        w.opt_u32(self.gid);
+        w.u32(self.groups.as_ref().map_or(u32::MAX, |g| g.len() as u32));
+        for &g in self.groups.iter().flatten() {
+            w.u32(g);
+        }
+        for list in [&self.argv, &self.envp] {
+            w.u32(list.len() as u32);
+            for s in list {
+                w.bytes(s.as_bytes());
+            }
+        }
+        let len = w.0.len() as u32;
+        w.0[..4].copy_from_slice(&len.to_ne_bytes());
+        w.0
+    }
+
+    /// The inverse of `encode` (the whole message, length included). `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Plan> {
+        let mut r = Reader(bytes);
+        let len = r.u32()? as usize;
+        if len != bytes.len() {
+            return None;
+        }
+        let path = r.cstring()?;
+        let cwd = r.opt_cstring()?;
+        let stop_signal = r.u32()? as libc::c_int;
+        let grace = Duration::new(r.u64()?, r.u32()?.min(999_999_999));
+        let features = r.u32()?;
+        let listen = match r.u32()? {
+            0 => ListenEvents::Off,
+            1 => ListenEvents::On {
+                no_new_privs: false,
+            },
+            _ => ListenEvents::On { no_new_privs: true },
+        };
+        let uid = r.opt_u32()?;
+        let gid = r.opt_u32()?;
+        let groups = match r.u32()? {
+            u32::MAX => None,
+            n => Some((0..n).map(|_| r.u32()).collect::<Option<Vec<_>>>()?),
+        };
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in &mut lists {
+            let n = r.u32()?;
+            for _ in 0..n {
+                list.push(r.cstring()?);
+            }
+        }
+        let [argv, envp] = lists;
+        let mut plan = Plan::new(path, argv, envp);
+        plan.cwd = cwd;
+        plan.stop_signal = stop_signal;
+        plan.grace = grace;
+        plan.subreaper = features & 1 != 0;
+        plan.pidfd = features & 2 != 0;
+        plan.listen = listen;
+        plan.uid = uid;
+        plan.gid = gid;
+        plan.groups = groups;
+        Some(plan)
+    }
+}
+
+fn nul_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    fn opt_bytes(&mut self, b: Option<&[u8]>) {
+        self.u32(u32::from(b.is_some()));
+        if let Some(b) = b {
+            self.bytes(b);
+        }
+    }
+    fn opt_u32(&mut self, v: Option<u32>) {
+        self.u32(u32::from(v.is_some()));
+        self.u32(v.unwrap_or(0));
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_ne_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_ne_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn cstring(&mut self) -> Option<CString> {
+        let n = self.u32()? as usize;
+        CString::new(self.take(n)?).ok()
+    }
+    fn opt_cstring(&mut self) -> Option<Option<CString>> {
+        match self.u32()? {
+            0 => Some(None),
+            _ => Some(Some(self.cstring()?)),
+        }
+    }
+    fn opt_u32(&mut self) -> Option<Option<u32>> {
+        let present = self.u32()? != 0;
+        let v = self.u32()?;
+        Some(present.then_some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_plan_survives_the_trip() {
+        let mut plan = Plan::new(c("/bin/sh"), vec![c("sh"), c("-c"), c("x")], vec![c("A=1")]);
+        plan.cwd = Some(c("/tmp"));
+        plan.grace = Duration::MAX;
+        plan.subreaper = false;
+        plan.listen = ListenEvents::On { no_new_privs: true };
+        plan.uid = Some(70);
+        plan.groups = Some(vec![1, 2]);
+        let bytes = plan.encode();
+        let back = Plan::decode(&bytes).expect("decodes");
+        assert_eq!(back.path, plan.path);
+        assert_eq!(back.argv, plan.argv);
+        assert_eq!(back.envp, plan.envp);
+        assert_eq!(back.cwd, plan.cwd);
+        assert_eq!(back.grace, Duration::MAX);
+        assert!(!back.subreaper && back.pidfd);
+        assert_eq!(back.listen, plan.listen);
+        assert_eq!((back.uid, back.gid), (Some(70), None));
+        assert_eq!(back.groups, Some(vec![1, 2]));
+        assert!(
+            Plan::decode(&bytes[..bytes.len() - 1]).is_none(),
+            "truncated"
+        );
+    }
+
+    #[test]
+    fn messages_have_no_padding() {
+        assert_eq!(Msg::SIZE, 8 * 4 + 8 + 16 + 2 * 4);
+        let mut m = Msg::new(Msg::LISTENING);
+        m.port = 8080;
+        let mut raw = [0u8; Msg::SIZE];
+        raw.copy_from_slice(m.as_bytes());
+        assert_eq!(Msg::from_bytes(&raw), m);
+    }
+}

@@ -1,0 +1,130 @@
+//! Starting the server leader, in the guardian: fork, set up the child, exec.
+//!
+//! Exec failure comes back over a close-on-exec pipe, as std does it: EOF means exec succeeded.
+//! The guardian is single-threaded, so its child may do anything between fork and exec; it still
+//! makes only plain syscalls, with everything prepared in the [`Plan`] beforehand.
+
+use std::os::fd::{IntoRawFd, RawFd};
+
+use super::listen::ListenWatch;
+use super::protocol::{ListenEvents, Msg, Plan, STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC};
+use super::protocol::{STAGE_FORK, STAGE_SETUP};
+use super::Ends;
+use crate::sys::{self, Pid};
+
+/// Starts the leader. Returns its pid and, when asked for and available, the seccomp listener
+/// that reports its `listen()` calls; or the `SPAWN_FAILED` report.
+pub(super) fn spawn_leader(plan: &Plan, ends: &Ends) -> Result<(Pid, Option<ListenWatch>), Msg> {
+    let (err_r, err_w) = raw_pair(sys::pipe()).map_err(|e| failed(STAGE_FORK, e))?;
+    let notify = match plan.listen {
+        ListenEvents::On { .. } if sys::LISTEN_EVENTS => raw_pair(sys::socketpair(true)).ok(),
+        _ => None,
+    };
+    let guardian = sys::getpid();
+    // SAFETY: the guardian is single-threaded; the child makes plain syscalls until exec.
+    let pid = match unsafe { sys::fork() } {
+        Ok(0) => exec_server(plan, ends, guardian, err_w, notify.map(|(_, child)| child)),
+        Ok(pid) => pid,
+        Err(e) => {
+            sys::close(err_r);
+            sys::close(err_w);
+            return Err(failed(STAGE_FORK, e.raw_os_error().unwrap_or(0)));
+        }
+    };
+    sys::close(err_w);
+    sys::close(ends.stdout);
+    sys::close(ends.stderr);
+    let listen = notify.and_then(|(ours, child)| {
+        sys::close(child);
+        let watch = receive_notify_fd(ours);
+        sys::close(ours);
+        watch
+    });
+    let mut buf = [0u8; 8];
+    let complete = sys::read_exact(err_r, &mut buf);
+    sys::close(err_r);
+    if !complete {
+        return Ok((pid, listen)); // EOF: exec succeeded
+    }
+    // The child failed before exec and exits at once: reap it (bounded by its exit).
+    while sys::try_reap(pid).is_ok_and(|s| s.is_none()) {
+        sys::poll(&mut [], Some(std::time::Duration::from_micros(200)));
+    }
+    let stage = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Err(failed(stage, errno))
+}
+
+fn raw_pair(
+    pair: std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+) -> Result<(RawFd, RawFd), i32> {
+    pair.map(|(a, b)| (a.into_raw_fd(), b.into_raw_fd()))
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+fn failed(stage: u32, errno: i32) -> Msg {
+    let mut m = Msg::new(Msg::SPAWN_FAILED);
+    m.detail = stage;
+    m.errno = errno;
+    m.guardian = sys::getpid();
+    m
+}
+
+/// The seccomp listener fd the child sends before exec, if it could install the filter.
+fn receive_notify_fd(sock: RawFd) -> Option<ListenWatch> {
+    let mut byte = [0u8; 1];
+    let mut fds = [-1; 4];
+    let n = sys::recv_with_fds(sock, &mut byte, &mut fds);
+    for &extra in &fds[1..] {
+        if extra >= 0 {
+            sys::close(extra);
+        }
+    }
+    (n > 0 && fds[0] >= 0).then(|| ListenWatch::new(fds[0]))
+}
+
+/// The server child: new group, stdio, clean signals, the listen filter, user, directory,
+/// death with the guardian, exec.
+fn exec_server(plan: &Plan, ends: &Ends, guardian: Pid, err_w: RawFd, notify: Option<RawFd>) -> ! {
+    let die = |stage: u32| -> ! {
+        let errno = sys::errno();
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&stage.to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        sys::write_all(err_w, &buf);
+        sys::exit(127)
+    };
+    sys::new_process_group();
+    // fd 0 is /dev/null already (guardian setup): a background-group reader of the tty would be
+    // stopped by SIGTTIN (R5.4).
+    if !sys::dup2(ends.stdout, 1) || !sys::dup2(ends.stderr, 2) {
+        die(STAGE_SETUP);
+    }
+    sys::reset_signals();
+    if let (Some(sock), ListenEvents::On { no_new_privs }) = (notify, plan.listen) {
+        // Before dropping privileges: as root no no_new_privs is needed.
+        if let Some(fd) = sys::install_listen_filter(no_new_privs) {
+            let _ = sys::send_with_fds(sock, b"n", &[fd]);
+            sys::close(fd);
+        }
+        sys::close(sock);
+    }
+    if !sys::set_credentials(plan.uid, plan.gid, plan.groups.as_deref()) {
+        die(STAGE_CREDENTIALS);
+    }
+    if let Some(cwd) = &plan.cwd {
+        if !sys::chdir(cwd) {
+            die(STAGE_CHDIR);
+        }
+    }
+    // After the credentials change, which clears it: if the guardian is SIGKILLed, the leader
+    // dies with it (Linux). The guardian may already be gone: then do not start at all.
+    sys::set_parent_death_signal(libc::SIGKILL);
+    if sys::getppid() != guardian {
+        sys::exit(127);
+    }
+    // Anything inherited by mistake goes at exec (the error pipe stays open until then).
+    sys::cloexec_from_3();
+    unsafe { libc::execve(plan.path.as_ptr(), plan.argv_ptrs(), plan.envp_ptrs()) };
+    die(STAGE_EXEC)
+}

@@ -1,0 +1,126 @@
+//! The stop sequence (DESIGN.md, "The stop sequence"), run by the guardian on a STOP message or
+//! when the test process is gone. It reads top to bottom; R-numbers are TEARDOWN.md's.
+//!
+//! Waiting is only worth it for a process that can act on the signal: one that *ignores* it
+//! (SigIgn) has discarded it for good, so it gets no grace; a *stopped* one gets SIGCONT with the
+//! first signal. Waits wake on exits (SIGCHLD through an fd), not on polls, so a stop costs the
+//! server's own exit time plus well under a millisecond.
+
+use std::time::{Duration, Instant};
+
+use super::protocol::Msg;
+use super::{Backoff, Guardian};
+use crate::deadline::Deadline;
+use crate::sys;
+
+/// How long the rest of the fixture gets after its SIGTERM, at most (it is also ≤ the grace).
+pub(crate) const GROUP_GRACE_MAX: Duration = Duration::from_secs(1);
+/// How long SIGKILL is re-sent before the guardian gives up confirming (an unkillable process).
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Re-send interval cap for SIGKILL (a group that forks), and poll cap where no exit wakes us.
+const STOP_POLL_MAX: Duration = Duration::from_millis(10);
+
+/// Leader first; grace; everything else TERM + CONT; SIGKILL re-sent until no live process
+/// remains; then, and only then, reap the leader.
+pub(super) fn stop(g: &mut Guardian) -> Msg {
+    let started = Instant::now();
+    let mut msg = Msg::new(Msg::STOPPED);
+    if g.tree.subreaper {
+        msg.flags |= Msg::F_SUBREAPER;
+    }
+    if g.leader.exited() {
+        msg.flags |= Msg::F_LEADER_EXITED_BEFORE;
+    }
+    if g.gone_reported {
+        msg.flags |= Msg::F_GONE_BEFORE;
+    }
+
+    // 1. Leader first: nginx, gunicorn and PostgreSQL stop their workers when the master is asked.
+    //    SIGCONT with it: a stopped leader could not act on it. A leader that ignores the signal
+    //    gets no grace.
+    let sig = g.plan.stop_signal;
+    if !g.leader.exited() {
+        g.leader.signal(sig);
+        g.leader.signal(libc::SIGCONT);
+        if sys::ignores_signal(g.leader.pid, sig) != Some(true) {
+            g.wait_leader(Deadline::after(g.plan.grace));
+        }
+    }
+
+    // 2. Everything else, unless nothing else lives: SIGTERM then SIGCONT (a stopped process keeps
+    //    TERM pending until continued, R2.3) to the group and to every live process outside it,
+    //    then a short grace, skipped when every live process ignores SIGTERM.
+    let mut outcome = g.tree.settled(&mut g.leader);
+    if outcome != Ok(true) {
+        let census = g.tree.signal_all(&g.leader, Some(libc::SIGTERM));
+        g.tree.signal_all(&g.leader, Some(libc::SIGCONT));
+        msg.killed = census.live;
+        let leader_ignores =
+            g.leader.exited() || sys::ignores_signal(g.leader.pid, libc::SIGTERM) == Some(true);
+        let all_ignore = leader_ignores && census.ignoring_term == census.live;
+        if !all_ignore {
+            let group_grace = g.plan.grace.min(GROUP_GRACE_MAX);
+            outcome = g.wait_settled(Deadline::after(group_grace), None);
+        }
+    }
+
+    // 3. Escalate: SIGKILL, re-sent on every wake until no live process remains (R2.4).
+    if outcome != Ok(true) {
+        msg.flags |= Msg::F_ESCALATED;
+        outcome = g.wait_settled(Deadline::after(KILL_WAIT), Some(libc::SIGKILL));
+    }
+
+    // 4. Confirmed, or why not: not being able to look is never "empty" (R2.1).
+    match outcome {
+        Ok(true) => msg.flags |= Msg::F_CONFIRMED,
+        Ok(false) => msg.detail = Msg::STILL_ALIVE,
+        Err(errno) => {
+            msg.detail = Msg::CANNOT_LIST;
+            msg.errno = errno;
+        }
+    }
+
+    // 5. Reap the leader last (R1.3). Never signal by number after this.
+    if let Some(status) = g.leader.reap() {
+        msg.flags |= Msg::F_REAPED;
+        msg.status = status;
+    }
+    let _ = g.tree.settled(&mut g.leader); // reap orphans that died since the last look
+    msg.escapees = g.tree.escapees;
+    msg.killed = msg.killed.max(msg.escapees);
+    msg.elapsed_ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+    msg
+}
+
+impl Guardian<'_> {
+    /// Waits until the leader has exited or `deadline` passes, woken by its exit.
+    fn wait_leader(&mut self, deadline: Deadline) {
+        let mut backoff = Backoff::new(STOP_POLL_MAX);
+        while !self.leader.exited() && !deadline.passed() {
+            // The leader is our child: its exit raises SIGCHLD, so no poll is needed when that
+            // comes through an fd.
+            let cap = self.events.is_none().then(|| backoff.next());
+            self.sleep(deadline, cap);
+        }
+    }
+
+    /// Waits until no live process of the fixture remains, or `deadline` passes. With `kill`,
+    /// sends it to every live process on each wake. `Err(errno)`: could not look, to the end.
+    fn wait_settled(&mut self, deadline: Deadline, kill: Option<libc::c_int>) -> Result<bool, i32> {
+        let mut backoff = Backoff::new(STOP_POLL_MAX);
+        loop {
+            if let Some(sig) = kill {
+                self.leader.signal(sig);
+                self.tree.signal_all(&self.leader, Some(sig));
+            }
+            let outcome = self.tree.settled(&mut self.leader);
+            if outcome == Ok(true) || deadline.passed() {
+                return outcome;
+            }
+            // A re-sent SIGKILL catches what a forking group made meanwhile; a poll covers what
+            // no exit event reports (orphans that are not ours, a listing that failed).
+            let poll = kill.is_some() || !self.exits_wake_us() || outcome.is_err();
+            self.sleep(deadline, poll.then(|| backoff.next()));
+        }
+    }
+}
