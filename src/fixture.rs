@@ -415,15 +415,18 @@ impl Inner {
         });
         let elapsed = started.elapsed();
         drop(ctl);
-        if let Origin::Forked(pid) = self.origin {
-            guardian::reap_forked(pid, Deadline::after(FORKED_EXIT_WAIT));
-        }
+        let forked_status = match self.origin {
+            Origin::Forked(pid) => guardian::reap_forked(pid, Deadline::after(FORKED_EXIT_WAIT)),
+            Origin::Zygote => None,
+        };
         self.monitor.shutdown();
         match outcome {
-            Some(Some(msg)) if msg.kind == Msg::GUARDIAN_DIED => Err(self.guardian_died(&msg)),
+            Some(Some(msg)) if msg.kind == Msg::GUARDIAN_DIED => {
+                Err(self.guardian_died(Some(msg.status)))
+            }
             Some(Some(msg)) if msg.flags & Msg::F_CONFIRMED != 0 => Ok(self.report(&msg, elapsed)),
             Some(Some(msg)) => Err(self.unconfirmed(&msg, elapsed)),
-            Some(None) => Err(self.incomplete("the guardian exited without a report".into())),
+            Some(None) => Err(self.guardian_died(forked_status)),
             None => Err(self.incomplete(format!("no report from the guardian within {bound:?}"))),
         }
     }
@@ -465,12 +468,22 @@ impl Inner {
         self.incomplete(detail)
     }
 
-    fn guardian_died(&self, msg: &Msg) -> Error {
-        let status = ExitStatus::from_raw(msg.status);
+    /// The guardian is gone without a report (killed: the OOM killer, a stray `kill -9`).
+    fn guardian_died(&self, status: Option<sys::WaitStatus>) -> Error {
+        let how = status.map_or_else(String::new, |s| format!(" ({})", ExitStatus::from_raw(s)));
+        let rest = match self.origin {
+            Origin::Zygote => {
+                "on Linux the leader was killed with it (its parent-death signal) and the zygote \
+                 SIGKILLed the processes it left behind; on macOS they may still run"
+            }
+            Origin::Forked(_) => {
+                "on Linux the leader was killed with it (its parent-death signal); processes it \
+                 had started may still run (a guardian forked from the test process has no \
+                 zygote above it to catch them)"
+            }
+        };
         self.incomplete(format!(
-            "the guardian (pid {}) died before finishing the stop ({status}); on Linux the \
-             leader was killed with it (its parent-death signal) and the zygote SIGKILLed the \
-             processes it left; on macOS they may still run",
+            "the guardian (pid {}) died before finishing the stop{how}: {rest}",
             self.guardian_pid
         ))
     }

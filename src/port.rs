@@ -224,13 +224,21 @@ fn lock_dir() -> Option<&'static Path> {
 /// a real directory that we can write to and in which nobody can replace our files: not
 /// writable by others, or sticky.
 fn prepare_shared(dir: &Path) -> bool {
-    if fs::DirBuilder::new().mode(0o1777).create(dir).is_ok() {
-        // The umask took bits away: set them again (only the creator can).
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o1777));
-    }
-    let Ok(meta) = fs::symlink_metadata(dir) else {
+    let _ = fs::DirBuilder::new().mode(0o1777).create(dir);
+    let Ok(mut meta) = fs::symlink_metadata(dir) else {
         return false;
     };
+    // SAFETY: plain syscall.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    if ours && meta.is_dir() && meta.mode() & 0o7777 != 0o1777 {
+        // The umask took bits away, or an older version made it 0755 (then other users silently
+        // had no lock at all): open it to every user, as /tmp is. Only its owner can.
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o1777));
+        meta = match fs::symlink_metadata(dir) {
+            Ok(m) => m,
+            Err(_) => return false,
+        };
+    }
     let mode = meta.mode();
     let sticky_or_closed = mode & 0o1000 != 0 || mode & 0o022 == 0;
     meta.is_dir() && sticky_or_closed && writable(dir)

@@ -70,6 +70,11 @@ impl Holder {
     ) -> Holder {
         let mut cmd = Command::new(support::bin("fixture-holder"));
         configure(&mut cmd);
+        Holder::start_command(cmd, mode, then, workers)
+    }
+
+    /// As [`Holder::start`], with `cmd` running the holder (a wrapper around it, say).
+    fn start_command(mut cmd: Command, mode: &str, then: &str, workers: usize) -> Holder {
         let mut child = cmd
             .arg("--server")
             .arg(support::server())
@@ -367,6 +372,153 @@ fn fixture_survives_the_exit_of_the_thread_that_spawned_it() {
     );
     let (_, stderr) = h.kill();
     h.assert_cleaned_up("R4.2 thread exit, then SIGKILL", &stderr);
+}
+
+/// Kills a process the library leaves alone on purpose (a child forked by a holder, orphaned),
+/// also when the test fails. Only this very process (start time).
+struct KillOnDrop(Proc);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.still_live() {
+            // SAFETY: plain syscall; the start-time check just made pins the pid to this process.
+            unsafe { libc::kill(self.0.pid as i32, libc::SIGKILL) };
+            support::wait_until(EVENTUALLY, || !self.0.still_live());
+        }
+    }
+}
+
+fn pidfd_forced_off() -> bool {
+    std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.contains("no-pidfd"))
+}
+
+#[test]
+fn holder_sigkilled_while_a_child_it_forked_holds_every_fd_leaves_nothing_behind() {
+    // The holder forked a child without exec: it holds copies of the fixture's control socket
+    // and pipes, so no EOF ever comes. The guardian watches the holder itself (a pidfd).
+    let mut h = Holder::start("forking-master", "fork-and-wait", 2);
+    let line = h.next_line();
+    let forked: u32 = line
+        .strip_prefix("forked pid=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected holder line {line:?}"));
+    let forked = KillOnDrop(Proc::read(forked).expect("the forked child"));
+    let (_, stderr) = h.kill();
+    if pidfd_forced_off() {
+        eprintln!("skipped the check: without pidfds only the socket's EOF tells of the death");
+        return;
+    }
+    h.assert_cleaned_up("SIGKILL while a forked child holds the fds", &stderr);
+    assert!(
+        forked.0.still_live(),
+        "the forked child is not the fixture's to kill"
+    );
+}
+
+#[test]
+fn without_proc_the_stop_still_kills_and_says_it_could_not_confirm() {
+    // A sandbox without /proc (here: a mount namespace where /proc is an empty tmpfs). The
+    // guardian cannot list the fixture's processes: that is never "all gone". It escalates to
+    // SIGKILL all the same and the stop reports that nothing could be confirmed.
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a mount namespace");
+        return;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg("mount -t tmpfs none /proc && exec \"$0\" \"$@\"")
+        .arg(support::bin("fixture-holder"));
+    let mut h = Holder::start_command(cmd, "forking-master", "drop-on-go", 2);
+    h.go();
+    let stopped = h.next_line();
+    assert_eq!(h.next_line(), "dropped");
+    let (status, stderr) = h.reap();
+    assert!(status.success(), "holder: {status:?}\n{stderr}");
+    assert!(
+        stopped.starts_with("stop failed:") && stopped.contains("could not be listed"),
+        "the stop claimed success without being able to look: {stopped}"
+    );
+    h.assert_cleaned_up("a stop without /proc", &stderr);
+}
+
+// -------------------------------------------------------------------------------------------
+// Part 1b: the test process forks, and the guardian dies
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn a_child_the_test_forks_does_not_hang_stop() {
+    // A forking test helper, a daemonising library, a fork-based isolator: the child inherits
+    // every fd of the test process and lives on. Stop requests and shutdown are messages, so
+    // neither the stop nor the output monitor waits for that child's end.
+    let fx = forking_master();
+    let (pgid, port) = (fx.pgid(), fx.port());
+    // SAFETY: the child only pauses (async-signal-safe) until we kill it below.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: plain syscall.
+            unsafe { libc::pause() };
+        }
+    }
+    assert!(child > 0, "fork failed");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(fx.stop());
+    });
+    let outcome = finished.recv_timeout(Duration::from_secs(10));
+    // SAFETY: our own unreaped child: its pid is pinned.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let report = outcome
+        .expect("stop() waited for a child forked by the test")
+        .expect("stop");
+    assert!(!report.escalated, "{report:?}");
+    support::assert_nothing_left(pgid, &[], port);
+}
+
+#[test]
+fn a_sigkilled_guardian_takes_its_server_with_it() {
+    // The OOM killer or a stray `kill -9` hits the guardian: the leader dies with it (its
+    // parent-death signal); with the zygote, a subreaper, the workers it orphans are killed too.
+    // stop() then says what happened.
+    let fx = forking_master();
+    let pgid = fx.pgid();
+    let guardian = Proc::read(fx.guardian_pid()).expect("guardian");
+    let zygote = support::comm(guardian.ppid) == "pf-zygote";
+    // Readiness is the port: the master may not have forked both workers yet.
+    support::wait_until(EVENTUALLY, || support::live_members(pgid).len() >= 3);
+    let workers: Vec<Proc> = support::live_members(pgid);
+    assert!(workers.len() >= 3, "leader and 2 workers: {workers:?}");
+    let _cleanup: Vec<KillOnDrop> = workers.iter().copied().map(KillOnDrop).collect();
+    // SAFETY: plain syscall on our own fixture's guardian.
+    assert_eq!(unsafe { libc::kill(guardian.pid as i32, libc::SIGKILL) }, 0);
+    let leader = workers
+        .iter()
+        .find(|p| p.pid == pgid)
+        .copied()
+        .expect("leader");
+    assert!(
+        support::wait_until(GONE_WITHIN, || !leader.still_live()),
+        "the leader outlived its guardian by {GONE_WITHIN:?}"
+    );
+    if zygote {
+        assert!(
+            support::wait_until(GONE_WITHIN, || workers.iter().all(|p| !p.still_live())),
+            "workers outlived the guardian: {:?}",
+            workers
+                .iter()
+                .filter(|p| p.still_live())
+                .collect::<Vec<_>>()
+        );
+    }
+    let err = fx
+        .stop()
+        .expect_err("a stop without a guardian cannot be confirmed");
+    let text = err.to_string();
+    assert!(text.contains("guardian") && text.contains("died"), "{text}");
 }
 
 // -------------------------------------------------------------------------------------------

@@ -453,3 +453,47 @@ fn http_probe_not_ready_names_the_url_and_the_last_status() {
         other => panic!("expected NotReady, got {other:?}"),
     }
 }
+
+#[test]
+fn a_leader_that_crashes_while_its_helper_lives_fails_at_once_with_its_status() {
+    // Only a leader that exits 0 while its descendants live has daemonised. This one exits 3
+    // before binding and leaves a helper behind: spawn must fail at once with that status, not
+    // wait out the readiness timeout (60 s here) and report NotReady.
+    let m = marker("crash-helper");
+    let started = Instant::now();
+    let result = server("crash-with-helper", &["--exit-code", "3"], Ready::tcp())
+        .env(MARKER_VAR, &m)
+        .ready_timeout(Duration::from_secs(60))
+        .spawn();
+    let took = started.elapsed();
+    match result {
+        Err(Error::ExitedBeforeReady { status, output, .. }) => {
+            assert_eq!(status.code(), Some(3), "{status:?}");
+            assert!(output.stdout.contains("helper pid="), "{output:?}");
+        }
+        other => panic!("expected ExitedBeforeReady after {took:?}, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(30), "spawn waited {took:?}");
+    assert!(
+        marked_processes(&m).is_empty(),
+        "the helper survived the failed spawn: {:?}",
+        marked_processes(&m)
+    );
+}
+
+#[test]
+fn an_extreme_ready_timeout_means_as_long_as_it_takes() {
+    // `Instant + Duration::MAX` once panicked in spawn and left a zombie guardian behind.
+    let fx = server("well-behaved", &[], Ready::tcp())
+        .ready_timeout(Duration::MAX)
+        .spawn()
+        .expect("spawn with ready_timeout(Duration::MAX)");
+    support::http_get(fx.port(), "/").expect("it serves");
+    let crash = server("crash-before-bind", &[], Ready::tcp())
+        .ready_timeout(Duration::MAX)
+        .spawn();
+    assert!(
+        matches!(crash, Err(Error::ExitedBeforeReady { .. })),
+        "{crash:?}"
+    );
+}

@@ -4,7 +4,8 @@
 //!   and elsewhere in `sys` only with signal 0, which sends nothing; `pidfd_send_signal` only
 //!   behind it).
 //! - R7.1: nothing waits for "any child" (`wait()`, `waitpid(-1)`, `waitid(P_ALL)`), except the
-//!   zygote, a process of its own whose children are all its to reap.
+//!   zygote, a process of its own whose children are all its to reap, and a guardian's last step,
+//!   after its leader was reaped (no pid needs pinning then).
 //! - R4.2: `PR_SET_PDEATHSIG` only for the server's child of the single-threaded guardian, never
 //!   from a test thread.
 //! - R5.1, R5.2, R3.4: only the guardian and the zygote (separate processes) change process
@@ -104,18 +105,33 @@ fn signals_are_sent_only_through_the_chokepoint() {
 }
 
 #[test]
-fn nothing_waits_for_any_child_but_the_zygote() {
+fn nothing_waits_for_any_child_but_the_zygote_and_a_finished_guardian() {
     for needle in ["waitpid(-1", "libc::wait(", "P_ALL", "wait4(", "wait3("] {
         assert_eq!(
-            offenders(needle, &["guardian/zygote.rs"]),
+            offenders(needle, &["sys/mod.rs"]),
             Vec::<String>::new(),
             "{needle}"
         );
     }
     assert_eq!(
-        uses("guardian/zygote.rs", "waitpid(-1").len(),
+        uses("sys/mod.rs", "waitpid(-1").len(),
         1,
-        "one reaper loop in the zygote"
+        "only in sys::reap_any"
+    );
+    assert_eq!(
+        offenders(
+            "reap_any(",
+            &["sys/", "guardian/zygote.rs", "guardian/stop.rs"]
+        ),
+        Vec::<String>::new()
+    );
+    // In the stop sequence, only after the leader was reaped (step 5).
+    let stop = std::fs::read_to_string(src().join("guardian/stop.rs")).unwrap();
+    let leader_reaped = stop.find("g.leader.reap()").expect("the leader is reaped");
+    let reap_any = stop.find("sys::reap_any(").expect("reap_any in stop");
+    assert!(
+        reap_any > leader_reaped,
+        "reap_any before the leader's reap"
     );
 }
 

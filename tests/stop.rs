@@ -659,3 +659,180 @@ fn only_the_server_tree_holds_its_output_pipes() {
     }
     drop(fx);
 }
+
+// -------------------------------------------------------------------------------------------
+// Stop as fast as the kernel allows, and never slower than a stuck neighbour.
+// -------------------------------------------------------------------------------------------
+
+/// Stops `fx` on another thread and returns the report, failing if that takes longer than
+/// `bound` (a bound far below what the defect cost, far above what a healthy stop takes).
+fn stop_within(fx: ProcessFixture, bound: Duration) -> StopReport {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(fx.stop());
+    });
+    match finished.recv_timeout(bound) {
+        Ok(result) => result.expect("stop"),
+        Err(_) => panic!("stop did not return within {bound:?}"),
+    }
+}
+
+#[test]
+fn a_stopped_leader_is_continued_with_the_first_signal() {
+    // It SIGSTOPped itself (here: we stop it). Without a SIGCONT the leader cannot act on
+    // SIGTERM, and the stop used to wait the whole grace (here 60 s) for nothing.
+    let fx = server("well-behaved", &[])
+        .grace_period(Duration::from_secs(60))
+        .spawn()
+        .expect("spawn");
+    let leader = fx.pid();
+    // SAFETY: plain syscall on our own fixture's live leader.
+    assert_eq!(unsafe { libc::kill(leader as i32, libc::SIGSTOP) }, 0);
+    wait_for_proc(leader, "leader stopped", |p| p.state == 'T');
+    let (pgid, port) = (fx.pgid(), fx.port());
+    let report = stop_within(fx, Duration::from_secs(20));
+    support::assert_nothing_left(pgid, &[], port);
+    assert!(
+        !report.escalated,
+        "SIGTERM, once continued, is enough: {report:?}"
+    );
+    assert_eq!(
+        exit_code(&report),
+        Some(0),
+        "well-behaved exits 0 on SIGTERM: {report:?}"
+    );
+}
+
+#[test]
+fn a_leader_that_ignores_the_stop_signal_gets_no_grace() {
+    // SigIgn has SIGTERM: it will never act on it, so waiting the grace (60 s here) is pointless.
+    let fx = server("ignore-term", &[])
+        .grace_period(Duration::from_secs(60))
+        .spawn()
+        .expect("spawn");
+    let (pgid, port) = (fx.pgid(), fx.port());
+    let report = stop_within(fx, Duration::from_secs(20));
+    support::assert_nothing_left(pgid, &[], port);
+    assert!(report.escalated, "{report:?}");
+    let status = report.exit_status.expect("the leader's exit status");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{report:?}");
+}
+
+#[test]
+fn workers_that_ignore_term_get_no_group_grace() {
+    // The leader exits on SIGTERM; every live worker ignores it: straight to SIGKILL, without
+    // the group grace of min(grace, 1 s) = 1 s.
+    let fx = server("workers-ignore-term", &["--workers", "3"])
+        .grace_period(Duration::from_secs(60))
+        .spawn()
+        .expect("spawn");
+    let pool = wait_for_workers(&fx, 3);
+    let (pgid, port) = (fx.pgid(), fx.port());
+    let report = stop_within(fx, Duration::from_secs(20));
+    support::assert_nothing_left(pgid, &pool, port);
+    assert!(report.escalated, "{report:?}");
+    assert!(
+        report.elapsed < Duration::from_millis(900),
+        "the 1 s group grace was waited: {report:?}"
+    );
+}
+
+#[test]
+fn a_process_in_another_group_gets_term_before_kill() {
+    // The leader lives on (it blocks SIGTERM); its worker moved to a process group of its own.
+    // The group signal misses it: it must get SIGTERM on its own, not only the final SIGKILL.
+    let note = std::env::temp_dir().join(format!("pf-other-group-{}", support::marker("note")));
+    let _ = std::fs::remove_file(&note);
+    let fx = server(
+        "other-group-worker",
+        &["--note", note.to_str().expect("utf-8 path")],
+    )
+    .grace_period(Duration::from_millis(300))
+    .spawn()
+    .expect("spawn");
+    let worker_pid = wait_for_pid_line(&fx, "worker pid=", false);
+    let worker = wait_for_proc(worker_pid, "worker in its own group", |p| {
+        p.pgrp == worker_pid
+    });
+    assert_ne!(worker.pgrp, fx.pgid());
+    let (pgid, port) = (fx.pgid(), fx.port());
+    let report = fx.stop().expect("stop");
+    support::assert_nothing_left(pgid, &[worker], port);
+    let noted = std::fs::read_to_string(&note).unwrap_or_default();
+    let _ = std::fs::remove_file(&note);
+    assert!(report.escalated, "the leader needed SIGKILL: {report:?}");
+    if std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.contains("no-pidfd")) {
+        // Without a pidfd, a process that is not the guardian's own child cannot be signalled
+        // safely (its pid may be recycled at any moment): it gets SIGKILL once orphaned to the
+        // guardian. README "How stop works" says so.
+        return;
+    }
+    assert_eq!(
+        noted, "TERM",
+        "the worker got no SIGTERM before SIGKILL ({report:?})"
+    );
+    assert!(report.escapees_killed >= 1, "{report:?}");
+}
+
+#[test]
+fn an_extreme_grace_means_as_long_as_it_takes() {
+    // grace_period(Duration::MAX) once overflowed `Instant + Duration` in the guardian, whose
+    // panic unwound into a second copy of the test. Saturated, it simply waits for the exit.
+    let fx = server("forking-master", &["--workers", "2"])
+        .grace_period(Duration::MAX)
+        .spawn()
+        .expect("spawn");
+    let pool = wait_for_workers(&fx, 2);
+    let (pgid, port) = (fx.pgid(), fx.port());
+    let report = stop_within(fx, Duration::from_secs(20));
+    support::assert_nothing_left(pgid, &pool, port);
+    assert!(!report.escalated, "{report:?}");
+    assert_eq!(exit_code(&report), Some(0), "{report:?}");
+}
+
+#[test]
+fn a_stuck_guardian_does_not_slow_other_fixtures() {
+    // One fixture's guardian is frozen (SIGSTOP): its stop can only time out. Meanwhile other
+    // fixtures on other threads must stop as fast as ever (no lock held while anything waits),
+    // and the stuck stop must return within its documented bound: grace + 1 s + 5 s + 2 s.
+    let stuck = server("well-behaved", &[])
+        .grace_period(Duration::from_millis(100))
+        .spawn()
+        .expect("spawn");
+    let (guardian, leader, stuck_port) = (stuck.guardian_pid(), stuck.pid(), stuck.port());
+    // SAFETY: plain syscall on our own fixture's guardian.
+    assert_eq!(unsafe { libc::kill(guardian as i32, libc::SIGSTOP) }, 0);
+    wait_for_proc(guardian, "guardian stopped", |p| p.state == 'T');
+    let started = std::time::Instant::now();
+    let stuck_stop = std::thread::spawn(move || stuck.stop());
+    let healthy = server("well-behaved", &[]);
+    let mut slowest = Duration::ZERO;
+    while !stuck_stop.is_finished() {
+        let fx = healthy.spawn().expect("healthy spawn");
+        let t = std::time::Instant::now();
+        fx.stop().expect("healthy stop");
+        slowest = slowest.max(t.elapsed());
+    }
+    let outcome = stuck_stop.join().expect("stop panicked");
+    let took = started.elapsed();
+    // SAFETY: as above. The guardian then finds the STOP it was sent, and stops its server.
+    unsafe { libc::kill(guardian as i32, libc::SIGCONT) };
+    assert!(
+        matches!(outcome, Err(process_fixture::Error::StopIncomplete { .. })),
+        "{outcome:?}"
+    );
+    let bound = Duration::from_millis(100) + Duration::from_secs(8);
+    assert!(
+        took < bound + Duration::from_secs(1),
+        "the stuck stop took {took:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(300),
+        "a healthy stop took {slowest:?} while another guardian was stuck"
+    );
+    assert!(
+        support::wait_until(SOON, || Proc::read(leader).is_none()),
+        "the continued guardian did not stop its server"
+    );
+    assert!(support::port_is_free(stuck_port));
+}

@@ -294,15 +294,22 @@ static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 /// microseconds, so this polls until `deadline` at most, and one still running then is retried
 /// at the next spawn or stop. Never holds a lock while it waits (one stuck guardian must not slow
 /// the others). A guardian from the zygote is the zygote's to reap.
-pub(crate) fn reap_forked(pid: Pid, deadline: Deadline) {
+/// Returns its wait status when it was reaped here.
+pub(crate) fn reap_forked(pid: Pid, deadline: Deadline) -> Option<sys::WaitStatus> {
     let mut backoff = super::Backoff::new(Duration::from_millis(5));
-    // Ok(Some): reaped. Err: not our child any more (auto-reaped under SIGCHLD=SIG_IGN).
-    while matches!(sys::try_reap(pid), Ok(None)) {
-        if deadline.passed() {
-            UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-            return;
+    loop {
+        match sys::try_reap(pid) {
+            Ok(Some(status)) => return Some(status),
+            // Not our child any more (auto-reaped under SIGCHLD=SIG_IGN).
+            Err(_) => return None,
+            Ok(None) if deadline.passed() => {
+                UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+                return None;
+            }
+            Ok(None) => {
+                sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
+            }
         }
-        sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
     }
 }
 

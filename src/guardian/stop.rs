@@ -85,7 +85,9 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
         msg.flags |= Msg::F_REAPED;
         msg.status = status;
     }
-    let _ = g.tree.settled(&mut g.leader); // reap orphans that died since the last look
+    // Reap whatever else has died, by name or not (without /proc there are no names): no pid
+    // needs pinning any more.
+    sys::reap_any(|_, _| {});
     msg.escapees = g.tree.escapees;
     msg.killed = msg.killed.max(msg.escapees);
     msg.elapsed_ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;

@@ -188,33 +188,21 @@ impl Zygote {
     /// Reaps every child that exited: guardians (telling the test side about one that died
     /// before finishing) and orphans.
     fn reap(&mut self) {
-        loop {
-            let mut status = 0;
-            // The zygote's children are its guardians and orphans of dead guardians' servers:
-            // all of them are its to reap (it signals none of them by number after reaping).
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                break;
-            }
+        // The zygote's children are its guardians and orphans of dead guardians' servers: all
+        // of them are its to reap.
+        sys::reap_any(|pid, status| {
             if let Some(i) = self.guardians.iter().position(|&(g, _)| g == pid) {
                 let (_, ctl) = self.guardians.swap_remove(i);
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                     self.sweeping = true;
-                    self.tell_guardian_died(ctl, status);
+                    tell_guardian_died(ctl, status);
                 }
                 sys::close(ctl);
             }
-        }
+        });
         if self.sweeping {
             self.sweeping = self.kill_orphans() > 0;
         }
-    }
-
-    fn tell_guardian_died(&self, ctl: RawFd, status: i32) {
-        let mut msg = Msg::new(Msg::GUARDIAN_DIED);
-        msg.status = status;
-        let _ = sys::set_nonblocking(ctl);
-        let _ = sys::write_once(ctl, msg.as_bytes());
     }
 
     /// SIGKILLs every live child that is not a guardian (orphans of a dead guardian's server;
@@ -233,6 +221,14 @@ impl Zygote {
         });
         found
     }
+}
+
+/// Tells the test side, on the guardian's control socket, that it died before finishing.
+fn tell_guardian_died(ctl: RawFd, status: i32) {
+    let mut msg = Msg::new(Msg::GUARDIAN_DIED);
+    msg.status = status;
+    let _ = sys::set_nonblocking(ctl);
+    let _ = sys::write_once(ctl, msg.as_bytes());
 }
 
 /// In the zygote's fresh child: become the guardian. Reads the plan from the control socket (a

@@ -432,6 +432,20 @@ pub fn try_reap(pid: Pid) -> io::Result<Option<WaitStatus>> {
     }
 }
 
+/// Reaps every child that has exited, whichever it is, calling `f(pid, status)` for each.
+/// Only where no pid needs pinning any more: the zygote (it signals none of its children by
+/// number after reaping them), and a guardian's very last step, after its leader was reaped.
+pub fn reap_any(mut f: impl FnMut(Pid, WaitStatus)) {
+    loop {
+        let mut status = 0;
+        let pid = retry(|| unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) });
+        if pid <= 0 {
+            return;
+        }
+        f(pid, status);
+    }
+}
+
 /// Result of `kill(-pgid, 0)`: whether any process, live or zombie, is in the group.
 /// macOS answers `EPERM` for a group whose members are all zombies (TEARDOWN.md Q2).
 pub fn group_probe(pgid: Pid) -> i32 {

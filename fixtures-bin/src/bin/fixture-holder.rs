@@ -9,8 +9,8 @@
 //! It spawns `PATH --mode MODE --port {port}` (plus `--workers 2` for `forking-master`) with
 //! `Ready::tcp()`, prints one line to stdout,
 //! `pid=<leader> pgid=<pgid> port=<port> guardian=<guardian pid>`, flushes, and then (for
-//! `abort`, `exit-static` and `panic`, only once a line or EOF arrives on stdin, so that the test
-//! can look at the server's processes first):
+//! `abort`, `exit-static`, `panic` and `drop-on-go`, only once a line or EOF arrives on stdin, so
+//! that the test can look at the server's processes first):
 //! - `wait`: blocks forever (the test SIGKILLs it);
 //! - `abort`: `std::process::abort()` (no `Drop`, like `panic = "abort"`);
 //! - `exit-static`: the fixture lives in a static, which is never dropped, and `main` returns;
@@ -20,10 +20,14 @@
 //!   `still-alive` once the server still answers after that thread is gone, then blocks forever;
 //! - `drop`: a passing test: the server answers, the fixture is stopped (`stopped: <report>` or
 //!   `stop failed: <error>`), `dropped` is printed, exit 0 (tests/terminal.rs runs it in
-//!   `cmd 2>&1 | tee log` under job control, R5.1);
+//!   `cmd 2>&1 | tee log` under job control, R5.1); `drop-on-go` the same once the test says go;
 //! - `kill-own-group`: the vLLM bug on purpose, the negative control of that test: the holder
 //!   calls `setpgid(0, 0)` itself, ignores SIGTERM and sends it to its own process group, which
-//!   under job control is the whole pipeline, `tee` included.
+//!   under job control is the whole pipeline, `tee` included;
+//! - `fork-and-wait`: the holder forks a child without exec (as a forking test helper or a
+//!   daemonising library would), which inherits every fd of the holder, the fixture's included,
+//!   and pauses forever; prints `forked pid=<pid>`, then blocks forever (the test SIGKILLs the
+//!   holder, and must then find the server gone although the child still holds those fds).
 //!
 //! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, as some hosts do (R1.4).
 
@@ -38,7 +42,7 @@ use process_fixture::{ProcessFixture, Ready};
 static FIXTURE: OnceLock<Mutex<ProcessFixture>> = OnceLock::new();
 
 const USAGE: &str = "usage: fixture-holder --server PATH --mode MODE \
-                     --then wait|abort|exit-static|panic|thread-exit|drop|kill-own-group";
+                     --then wait|abort|exit-static|panic|thread-exit|drop|drop-on-go|kill-own-group|fork-and-wait";
 
 fn usage(msg: &str) -> ! {
     eprintln!("fixture-holder: {msg}\n{USAGE}");
@@ -209,9 +213,12 @@ fn main() {
             eprintln!("fixture-holder: server stdout drained before the panic: {drained}");
             panic!("holder panicked on purpose");
         }
-        "drop" => {
+        "drop" | "drop-on-go" => {
             let fx = spawn(&opts);
             announce(&fx);
+            if opts.then == "drop-on-go" {
+                await_go();
+            }
             assert!(answers(fx.port(), 0), "the server does not answer");
             match fx.stop() {
                 Ok(report) => say(&format!("stopped: {report}")),
@@ -267,6 +274,27 @@ fn main() {
             } else {
                 say("server-gone");
             }
+            block_forever()
+        }
+        "fork-and-wait" => {
+            let fx = spawn(&opts);
+            announce(&fx);
+            // SAFETY: the child only pauses (async-signal-safe) until it is killed.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                // It keeps every fd of the fixture, but not our stdout/stderr: the test reads
+                // those to EOF once we are dead.
+                // SAFETY: plain syscalls (async-signal-safe) in the forked child.
+                unsafe {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+            say(&format!("forked pid={child}"));
             block_forever()
         }
         other => usage(&format!("unknown --then {other:?}")),

@@ -14,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 const USAGE: &str = "usage: fixture-server --mode MODE [--port N] [--workers N] [--bytes N] \
-[--exit-code N] [--stream stdout|stderr] [--delay-ms N]";
+[--exit-code N] [--stream stdout|stderr] [--delay-ms N] [--note PATH]";
 
 /// Upper bound on the request head we read before answering.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -58,6 +58,8 @@ modes! {
     ForkChurn => "fork-churn",
     ExitAfterReady => "exit-after-ready",
     HttpWarmup => "http-warmup",
+    CrashWithHelper => "crash-with-helper",
+    OtherGroupWorker => "other-group-worker",
 }
 
 impl Mode {
@@ -67,7 +69,10 @@ impl Mode {
 
     /// Whether the mode binds a port (and so needs `--port`).
     fn binds(self) -> bool {
-        !matches!(self, Mode::CrashBeforeBind | Mode::NeverBinds)
+        !matches!(
+            self,
+            Mode::CrashBeforeBind | Mode::NeverBinds | Mode::CrashWithHelper
+        )
     }
 }
 
@@ -86,6 +91,8 @@ struct Opts {
     exit_code: i32,
     stream: Stream,
     delay: Duration,
+    /// Where `other-group-worker`'s worker notes the signal it got.
+    note: Option<String>,
 }
 
 /// Prints `msg` and the usage line to stderr and exits 2.
@@ -111,6 +118,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
         exit_code: 3,
         stream: Stream::Stdout,
         delay: Duration::ZERO,
+        note: None,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -129,6 +137,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
             "--bytes" => opts.bytes = parse_num(&flag, &value),
             "--exit-code" => opts.exit_code = parse_num(&flag, &value),
             "--delay-ms" => opts.delay = Duration::from_millis(parse_num(&flag, &value)),
+            "--note" => opts.note = Some(value),
             "--stream" => {
                 opts.stream = match value.as_str() {
                     "stdout" => Stream::Stdout,
@@ -534,6 +543,63 @@ fn http_warmup(opts: &Opts) -> ! {
     })
 }
 
+/// The leader forks a helper that stays in its group and sleeps, prints `helper pid=<pid>`, and
+/// exits `--exit-code` before it ever binds: a crash, with a process of the fixture still alive.
+fn crash_with_helper(opts: &Opts) -> ! {
+    let helper = fork_child(|| {
+        set_sigterm(OnTerm::Die);
+        pause_forever()
+    });
+    say(Stream::Stdout, &format!("helper pid={helper}"));
+    say(
+        Stream::Stderr,
+        "fatal: simulated crash, helper left running",
+    );
+    std::process::exit(opts.exit_code)
+}
+
+/// The leader blocks SIGTERM (it needs SIGKILL), binds and serves; its worker moves to a
+/// process group of its own (same session) and, on SIGTERM, writes `TERM` to `--note` and
+/// exits 0. Prints `worker pid=<pid>` once the worker has left the group.
+fn other_group_worker(opts: &Opts) -> ! {
+    let note = opts
+        .note
+        .clone()
+        .unwrap_or_else(|| usage_error("--note is required for other-group-worker"));
+    let listener = bind(opts.port);
+    let (ready_r, ready_w) = pipe();
+    let worker = fork_child(|| {
+        // SAFETY: plain syscalls on this process.
+        unsafe { libc::setpgid(0, 0) };
+        let set = sigterm_set();
+        // SAFETY: a valid set; the mask is this (single-threaded) process's.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        // SAFETY: writing one byte to our end of the pipe.
+        unsafe { libc::write(ready_w, b"x".as_ptr().cast(), 1) };
+        let mut sig = 0;
+        // SAFETY: valid pointers.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        let _ = std::fs::write(&note, "TERM");
+        std::process::exit(0)
+    });
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte from our end of the pipe.
+    unsafe { libc::read(ready_r, byte.as_mut_ptr().cast(), 1) };
+    say(Stream::Stdout, &format!("worker pid={worker}"));
+    block_sigterm();
+    serve(&listener)
+}
+
+/// A pipe `(read, write)`.
+fn pipe() -> (libc::c_int, libc::c_int) {
+    let mut fds = [0; 2];
+    // SAFETY: a valid array of two ints.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        usage_error("pipe failed");
+    }
+    (fds[0], fds[1])
+}
+
 fn main() {
     let opts = parse_args(std::env::args().skip(1));
     say(
@@ -560,5 +626,7 @@ fn main() {
         Mode::ForkChurn => fork_churn(&opts),
         Mode::ExitAfterReady => exit_after_ready(&opts),
         Mode::HttpWarmup => http_warmup(&opts),
+        Mode::CrashWithHelper => crash_with_helper(&opts),
+        Mode::OtherGroupWorker => other_group_worker(&opts),
     }
 }
