@@ -19,7 +19,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -135,53 +135,62 @@ fn lock(port: u16) -> Result<Option<OwnedFd>, Refusal> {
         return Ok(None);
     };
     let path = dir.join(port.to_string());
-    let Some((fd, writable)) = open_lock_file(&path) else {
+    let Some(fd) = open_lock_file(&path) else {
         return Ok(None);
     };
     // SAFETY: plain syscall on an fd we own.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .and_then(holder);
+        let holder = lock_holder(&fd).and_then(holder);
         return Err(Refusal::InUse(holder));
-    }
-    if writable {
-        // Who holds it, for the error message of the next one who asks (not for the lock).
-        let mut file = fs::File::from(fd.try_clone().map_err(Refusal::Unavailable)?);
-        let _ = file.set_len(0);
-        let _ = file.write_all(std::process::id().to_string().as_bytes());
     }
     Ok(Some(fd))
 }
 
-/// Opens the lock file, creating it if missing, never following a symlink and never blocking
-/// on a FIFO planted there; without O_CREAT on an existing file (Linux's protected_regular
-/// refuses that for another user's file in a sticky directory). Returns the fd and whether it is
-/// writable.
-fn open_lock_file(path: &Path) -> Option<(OwnedFd, bool)> {
+/// Who holds the `flock` on this file: `/proc/locks` names the process (Linux), so nothing has
+/// to be written into the file. The holder may have gone since: then `holder()` finds nothing.
+fn lock_holder(fd: &OwnedFd) -> Option<u32> {
+    let inode = fs::File::from(fd.try_clone().ok()?).metadata().ok()?.ino();
+    let suffix = format!(":{inode} ");
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let file = format!("{} ", fields.get(5)?);
+        (fields.get(1) == Some(&"FLOCK") && file.ends_with(&suffix))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Opens the lock file read-only (`flock` needs no more), creating it if missing, never
+/// following a symlink and never blocking on a FIFO planted there; without O_CREAT on an
+/// existing file (Linux's protected_regular refuses that for another user's file in a sticky
+/// directory).
+fn open_lock_file(path: &Path) -> Option<OwnedFd> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     for _ in 0..3 {
-        for (mode, writable) in [(libc::O_RDWR, true), (libc::O_RDONLY, false)] {
-            // SAFETY: plain syscall with a valid C string.
-            let fd = unsafe { libc::open(c_path.as_ptr(), base | mode) };
-            if fd >= 0 {
-                // SAFETY: just opened; we own it.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                return is_regular_file(&fd).then_some((fd, writable));
-            }
-            if crate::sys::errno() == libc::ENOENT {
-                break;
-            }
+        // SAFETY: plain syscall with a valid C string.
+        let fd = unsafe { libc::open(c_path.as_ptr(), base) };
+        if fd >= 0 {
+            // SAFETY: just opened; we own it.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            return is_regular_file(&fd).then_some(fd);
         }
-        let flags = base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
-        // SAFETY: as above; 0o644 so that other users can open it to lock it (flock needs no
-        // write access).
-        let fd = unsafe { libc::open(c_path.as_ptr(), flags, 0o644 as libc::c_uint) };
+        if crate::sys::errno() != libc::ENOENT {
+            return None;
+        }
+        // SAFETY: as above; 0o644 so that other users can open it to lock it.
+        let fd = unsafe {
+            libc::open(
+                c_path.as_ptr(),
+                base | libc::O_CREAT | libc::O_EXCL,
+                0o644 as libc::c_uint,
+            )
+        };
         if fd >= 0 {
             // SAFETY: just created; we own it.
-            return Some((unsafe { OwnedFd::from_raw_fd(fd) }, true));
+            return Some(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         if crate::sys::errno() != libc::EEXIST {
             return None;
@@ -192,10 +201,11 @@ fn open_lock_file(path: &Path) -> Option<(OwnedFd, bool)> {
 }
 
 fn is_regular_file(fd: &OwnedFd) -> bool {
-    fd.try_clone()
-        .map(fs::File::from)
-        .and_then(|f| f.metadata())
-        .is_ok_and(|m| m.is_file())
+    // SAFETY: fstat fills the struct for an fd we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    }
 }
 
 /// The lock directory, decided once per process.

@@ -12,7 +12,9 @@
 //! it is only on by default for a privileged guardian (see `Builder::listen_events`).
 
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::deadline::Deadline;
 
 use super::protocol::Msg;
 use crate::sys::{self, Pid};
@@ -36,12 +38,15 @@ impl ListenWatch {
         self.fd
     }
 
+    pub fn close(self) {
+        sys::close(self.fd);
+    }
+
     /// Takes one pending `listen()`, lets it proceed, and returns the `LISTENING` report for a
     /// TCP socket that is then listening.
     pub fn handle(&mut self) -> Option<Msg> {
         let call = sys::receive_listen_call(self.fd)?;
-        let process = sys::thread_group(call.tid).unwrap_or(call.tid);
-        let copy = copy_socket(process, call.fd);
+        let (process, copy) = copy_socket(call.tid, call.fd);
         // The copy names the socket the caller passed only if the call is still pending.
         let valid = sys::listen_call_valid(self.fd, call.id);
         sys::continue_listen_call(self.fd, call.id);
@@ -55,22 +60,42 @@ impl ListenWatch {
     }
 }
 
-/// A copy of fd `fd` of process `pid`.
-fn copy_socket(pid: Pid, fd: RawFd) -> Option<RawFd> {
-    let pidfd = sys::pidfd_open(pid)?;
-    let copy = sys::pidfd_getfd(pidfd, fd);
-    sys::close(pidfd);
-    copy
+/// The process of thread `tid` and a copy of its fd `fd`. A pidfd names a process, so for a
+/// thread that does not lead its process (`pidfd_open` refuses it) look up the process first.
+fn copy_socket(tid: Pid, fd: RawFd) -> (Pid, Option<RawFd>) {
+    let (process, pidfd) = match sys::pidfd_open(tid) {
+        Some(pidfd) => (tid, Some(pidfd)),
+        None => {
+            let process = sys::thread_group(tid).unwrap_or(tid);
+            (process, sys::pidfd_open(process))
+        }
+    };
+    let copy = pidfd.and_then(|p| {
+        let copy = sys::pidfd_getfd(p, fd);
+        sys::close(p);
+        copy
+    });
+    (process, copy)
 }
 
 /// Waits (bounded) until the let-through `listen()` has taken effect, then describes the socket.
+/// The caller has to be scheduled to finish its call: yield first, then sleep a growing while (a
+/// busy machine must not turn this into a spin that keeps the caller from running).
 fn listening_report(sock: RawFd, pid: Pid) -> Option<Msg> {
-    let start = Instant::now();
+    let deadline = Deadline::after(SETTLE);
+    let mut pause = Duration::from_micros(10);
+    let mut tries = 0;
     while !sys::is_listening(sock) {
-        if start.elapsed() >= SETTLE {
+        if deadline.passed() {
             return None; // the call failed (or is still blocked): nothing listens
         }
-        sys::poll(&mut [], Some(Duration::from_micros(20)));
+        if tries < 3 {
+            sys::yield_now();
+        } else {
+            sys::poll(&mut [], deadline.remaining_capped(Some(pause)));
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+        tries += 1;
     }
     let (family, addr, port) = sys::tcp_local_address(sock)?;
     let mut msg = Msg::new(Msg::LISTENING);

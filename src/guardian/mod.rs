@@ -189,7 +189,7 @@ impl Guardian<'_> {
                 self.drain_events();
             }
             if fds[3].revents != 0 {
-                self.serve_listen(true);
+                self.serve_listen(fds[3].revents, true);
             }
         }
     }
@@ -244,14 +244,22 @@ impl Guardian<'_> {
         }
     }
 
-    /// Lets pending `listen()` calls go ahead; reports them unless the stop is under way.
-    fn serve_listen(&mut self, report_them: bool) {
-        if let Some(listen) = &mut self.listen {
-            if let Some(msg) = listen.handle() {
-                if report_them {
-                    report(&self.ends, &msg);
+    /// Lets a pending `listen()` go ahead; reports it unless the stop is under way. A listener
+    /// that hung up (every process that had the filter has exited) is closed for good: it would
+    /// otherwise wake every poll at once, and the guardian would spin.
+    fn serve_listen(&mut self, revents: libc::c_short, report_them: bool) {
+        let Some(listen) = &mut self.listen else {
+            return;
+        };
+        match listen.handle() {
+            Some(msg) if report_them => report(&self.ends, &msg),
+            Some(_) => {}
+            None if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 => {
+                if let Some(gone) = self.listen.take() {
+                    gone.close();
                 }
             }
+            None => {}
         }
     }
 
@@ -267,7 +275,7 @@ impl Guardian<'_> {
             self.drain_events();
         }
         if fds[1].revents != 0 {
-            self.serve_listen(false);
+            self.serve_listen(fds[1].revents, false);
         }
     }
 }

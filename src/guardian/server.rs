@@ -21,9 +21,11 @@ pub(super) fn spawn_leader(plan: &Plan, ends: &Ends) -> Result<(Pid, Option<List
         _ => None,
     };
     let guardian = sys::getpid();
-    // SAFETY: the guardian is single-threaded; the child makes plain syscalls until exec.
-    let pid = match unsafe { sys::fork() } {
-        Ok(0) => exec_server(plan, ends, guardian, err_w, notify.map(|(_, child)| child)),
+    let child_notify = notify.map(|(_, child)| child);
+    let mut child = || exec_server(plan, ends, guardian, err_w, child_notify);
+    // SAFETY: the guardian is single-threaded with no signal handler; the child makes plain
+    // syscalls on its own stack until exec (its failure goes through the pipe, not our memory).
+    let pid = match unsafe { sys::spawn_shared(&mut child) } {
         Ok(pid) => pid,
         Err(e) => {
             sys::close(err_r);
@@ -84,21 +86,27 @@ fn receive_notify_fd(sock: RawFd) -> Option<ListenWatch> {
 }
 
 /// The server child: new group, stdio, clean signals, the listen filter, user, directory,
-/// death with the guardian, exec.
-fn exec_server(plan: &Plan, ends: &Ends, guardian: Pid, err_w: RawFd, notify: Option<RawFd>) -> ! {
-    let die = |stage: u32| -> ! {
+/// death with the guardian, exec. Returns only on failure, with the exit code.
+fn exec_server(
+    plan: &Plan,
+    ends: &Ends,
+    guardian: Pid,
+    err_w: RawFd,
+    notify: Option<RawFd>,
+) -> i32 {
+    let die = |stage: u32| -> i32 {
         let errno = sys::errno();
         let mut buf = [0u8; 8];
         buf[..4].copy_from_slice(&stage.to_ne_bytes());
         buf[4..].copy_from_slice(&errno.to_ne_bytes());
         sys::write_all(err_w, &buf);
-        sys::exit(127)
+        127
     };
     sys::new_process_group();
     // fd 0 is /dev/null already (guardian setup): a background-group reader of the tty would be
     // stopped by SIGTTIN (R5.4).
     if !sys::dup2(ends.stdout, 1) || !sys::dup2(ends.stderr, 2) {
-        die(STAGE_SETUP);
+        return die(STAGE_SETUP);
     }
     sys::reset_signals();
     if let (Some(sock), ListenEvents::On { no_new_privs }) = (notify, plan.listen) {
@@ -110,18 +118,18 @@ fn exec_server(plan: &Plan, ends: &Ends, guardian: Pid, err_w: RawFd, notify: Op
         sys::close(sock);
     }
     if !sys::set_credentials(plan.uid, plan.gid, plan.groups.as_deref()) {
-        die(STAGE_CREDENTIALS);
+        return die(STAGE_CREDENTIALS);
     }
     if let Some(cwd) = &plan.cwd {
         if !sys::chdir(cwd) {
-            die(STAGE_CHDIR);
+            return die(STAGE_CHDIR);
         }
     }
     // After the credentials change, which clears it: if the guardian is SIGKILLed, the leader
     // dies with it (Linux). The guardian may already be gone: then do not start at all.
     sys::set_parent_death_signal(libc::SIGKILL);
     if sys::getppid() != guardian {
-        sys::exit(127);
+        return 127;
     }
     // Anything inherited by mistake goes at exec (the error pipe stays open until then).
     sys::cloexec_from_3();

@@ -110,7 +110,7 @@ impl Tree {
     /// above it.
     fn sweep_children(&self) -> Census {
         let mut census = Census::default();
-        let listed = sys::for_each_child(self.me, |child| {
+        let listed = sys::for_each_own_child(|child| {
             if child == self.pgid {
                 return; // the leader: observed and reaped only by `Leader`
             }
@@ -210,7 +210,7 @@ impl Tree {
                 overflow = true;
             }
         };
-        if !sys::for_each_child(self.me, |c| push(&mut stack, &mut depth, c)) {
+        if !sys::for_each_own_child(|c| push(&mut stack, &mut depth, c)) {
             census.list_error = sys::errno().max(1);
         }
         while depth > 0 {

@@ -209,7 +209,7 @@ impl Zygote {
     /// our unreaped children, so their pids are pinned). Returns how many were found.
     fn kill_orphans(&self) -> usize {
         let mut found = 0;
-        sys::for_each_child(sys::getpid(), |pid| {
+        sys::for_each_own_child(|pid| {
             if self.guardians.iter().any(|&(g, _)| g == pid) {
                 return;
             }

@@ -52,6 +52,37 @@ pub fn pidfd_getfd(pidfd: RawFd, target_fd: RawFd) -> Option<RawFd> {
     (fd >= 0).then_some(fd as RawFd)
 }
 
+/// Starts a process that shares our memory until it execs or exits (`clone(CLONE_VM |
+/// CLONE_VFORK)` on a stack of its own, as `posix_spawn` does): no page table is copied and none
+/// torn down, and we are suspended until then. For the guardian's server child, whose work before
+/// `execve` is plain syscalls. `child` must exec or `_exit`, never return.
+///
+/// # Safety
+/// Single-threaded caller with no signal handler installed (a handler running in the child would
+/// run on shared memory); `child` touches no memory of ours but through the plain syscalls it
+/// makes.
+pub unsafe fn spawn_shared(child: &mut dyn FnMut() -> i32) -> std::io::Result<Pid> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut dyn FnMut` below, alive: the parent is suspended.
+        let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+        let code = child();
+        super::exit(code)
+    }
+    let mut stack = [0u64; 8192]; // 64 KiB, 16-byte aligned at its top
+    let top = stack.as_mut_ptr().add(stack.len()).cast::<libc::c_void>();
+    let mut arg: &mut dyn FnMut() -> i32 = child;
+    let pid = libc::clone(
+        trampoline,
+        top,
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+        (&mut arg as *mut &mut dyn FnMut() -> i32).cast(),
+    );
+    if pid == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
 /// An fd that becomes readable when `pid` exits: its pidfd.
 pub fn exit_watch(pid: Pid) -> Option<RawFd> {
     pidfd_open(pid)
@@ -339,8 +370,18 @@ pub fn for_each_child(pid: Pid, mut f: impl FnMut(Pid)) -> bool {
     listed && ok
 }
 
+/// Calls `f` for each child of the calling process, which must be single-threaded (the
+/// guardian, the zygote): its one task lists them all. Read at every wake, so it skips the
+/// listing of tasks. `false` when it cannot be read.
+pub fn for_each_own_child(mut f: impl FnMut(Pid)) -> bool {
+    let me = super::getpid();
+    for_each_task_child(me, me, &mut f)
+}
+
 fn for_each_task_child(pid: Pid, tid: Pid, f: &mut impl FnMut(Pid)) -> bool {
     let mut path = StackPath::new();
+    // For our own single task, an ENOENT is no listing at all (no /proc), not an exited thread.
+    let own = tid == super::getpid();
     path.push(b"/proc/")
         .push_pid(pid)
         .push(b"/task/")
@@ -349,7 +390,7 @@ fn for_each_task_child(pid: Pid, tid: Pid, f: &mut impl FnMut(Pid)) -> bool {
     let fd = open_read(path.as_cstr());
     if fd < 0 {
         // A thread that exited since the task list was read has no children to list.
-        return errno() == libc::ENOENT;
+        return !own && errno() == libc::ENOENT;
     }
     let mut buf = [0u8; 4096];
     let mut current: Option<i64> = None;

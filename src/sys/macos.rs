@@ -29,6 +29,17 @@ pub fn pidfd_getfd(_pidfd: RawFd, _target_fd: RawFd) -> Option<RawFd> {
     None
 }
 
+/// macOS: a plain `fork()`; the child runs `child` and exits with what it returns.
+///
+/// # Safety
+/// As `fork()`: the child makes only async-signal-safe calls.
+pub unsafe fn spawn_shared(child: &mut dyn FnMut() -> i32) -> std::io::Result<Pid> {
+    match super::fork()? {
+        0 => super::exit(child()),
+        pid => Ok(pid),
+    }
+}
+
 /// A kqueue fd with one filter registered; readable once the filter has fired.
 fn kqueue_with(ident: usize, filter: i16, fflags: u32) -> Option<RawFd> {
     let kq = unsafe { libc::kqueue() };
@@ -189,6 +200,10 @@ pub fn for_each_child(pid: Pid, f: impl FnMut(Pid)) -> bool {
             std::mem::size_of_val(buf) as i32,
         )
     })
+}
+
+pub fn for_each_own_child(f: impl FnMut(Pid)) -> bool {
+    for_each_child(super::getpid(), f)
 }
 
 pub fn for_each_process(mut f: impl FnMut(Pid, ProcStat)) -> bool {

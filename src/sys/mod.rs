@@ -376,6 +376,11 @@ pub unsafe fn fork() -> io::Result<Pid> {
     cvt(libc::fork())
 }
 
+/// Lets another runnable task have the CPU.
+pub fn yield_now() {
+    unsafe { libc::sched_yield() };
+}
+
 pub fn getpid() -> Pid {
     unsafe { libc::getpid() }
 }
