@@ -48,6 +48,7 @@ modes! {
     WorkersIgnoreTerm => "workers-ignore-term",
     WorkersBlockTerm => "workers-block-term",
     IgnoreTerm => "ignore-term",
+    BlockTerm => "block-term",
     SetsidEscapee => "setsid-escapee",
     GrandchildHoldsStdout => "grandchild-holds-stdout",
     CrashBeforeBind => "crash-before-bind",
@@ -406,6 +407,13 @@ fn ignore_term(opts: &Opts) -> ! {
     serve(&bind(opts.port))
 }
 
+/// Blocks SIGTERM (pending, never delivered) but does not ignore it: a stop owes it its grace,
+/// then SIGKILL.
+fn block_term(opts: &Opts) -> ! {
+    set_sigterm(OnTerm::Block);
+    serve(&bind(opts.port))
+}
+
 fn setsid_escapee(opts: &Opts) -> ! {
     block_sigterm();
     let listener = bind(opts.port);
@@ -616,6 +624,7 @@ fn main() {
         Mode::WorkersIgnoreTerm => forking_master(&opts, OnTerm::Ignore),
         Mode::WorkersBlockTerm => forking_master(&opts, OnTerm::Block),
         Mode::IgnoreTerm => ignore_term(&opts),
+        Mode::BlockTerm => block_term(&opts),
         Mode::SetsidEscapee => setsid_escapee(&opts),
         Mode::GrandchildHoldsStdout => grandchild_holds_stdout(&opts),
         Mode::CrashBeforeBind => crash_before_bind(&opts),
