@@ -48,28 +48,33 @@
 //!
 //! # The process tree
 //! ```text
-//! test process ── lifeline pipe ──▶ guardian (own group, stdio /dev/null, Linux: subreaper)
-//!                                     └─ server leader (own group, pgid = pid)
-//!                                          └─ workers … (and escapees, re-parented to the guardian)
+//! test process ── control socket ──▶ guardian (own group, stdio /dev/null, Linux: subreaper)
+//!   └─ zygote (this executable, exec'd once)  └─ server leader (own group, pgid = pid)
+//!        forks one guardian per fixture             └─ workers … (and escapees, re-parented to it)
 //! ```
-//! Each fixture has a **guardian**: a small fork of the test process that is the server's parent.
-//! Being the parent, it can keep the leader unreaped until every other process is gone, so no
-//! signal it sends by number can reach a recycled pid. Being a subreaper (Linux), it catches
-//! descendants that leave the group with `setsid` or a double fork. Being a separate process, it
-//! notices when the test process dies however it dies (SIGKILL, abort, CI timeout): the lifeline
-//! pipe hits EOF and it runs the same stop sequence. The test process itself never signals the
-//! server, installs no signal handler, and never changes its own process group.
+//! Each fixture has a **guardian**: a small process that is the server's parent. Guardians are
+//! forked by a *zygote*, the test executable exec'd once per test process in a special mode (a
+//! constructor hook of this crate runs before `main`), so nothing of the test process is copied:
+//! its memory, however large, costs nothing. Being the parent, the guardian can keep the leader
+//! unreaped until every other process is gone, so no signal it sends by number can reach a
+//! recycled pid. Being a subreaper (Linux), it catches descendants that leave the group with
+//! `setsid` or a double fork. Being a separate process that watches the test process, it notices
+//! when the test process dies however it dies (SIGKILL, abort, CI timeout) and runs the same stop
+//! sequence. The test process itself never signals the server, installs no signal handler, and
+//! never changes its own process group.
 //!
 //! # How stop works
-//! 1. The leader gets the stop signal (default SIGTERM) and up to the grace period (default 5 s)
-//!    to exit; its exit is observed without reaping it.
-//! 2. The group and any escapee get SIGTERM then SIGCONT, and up to `min(grace, 1 s)`.
-//! 3. What is left gets SIGKILL, re-sent on every poll until no live process remains (up to 5 s).
+//! 1. The leader gets the stop signal (default SIGTERM) and SIGCONT, and up to the grace period
+//!    (default 5 s) to exit; its exit is observed without reaping it. A leader that ignores the
+//!    signal gets no grace.
+//! 2. Every other live process of the fixture (the group, escapees) gets SIGTERM then SIGCONT, and
+//!    up to `min(grace, 1 s)`, unless they all ignore SIGTERM.
+//! 3. What is left gets SIGKILL, re-sent on every wake until no live process remains (up to 5 s).
 //! 4. The leader is reaped last; its exit status goes into the [`StopReport`].
 //!
-//! Polls use a growing interval (0.5 ms at first); the leader's exit wakes the guardian at once
-//! through a pidfd on Linux. A cooperative server costs its own exit time plus about a
-//! millisecond. The output readers are never waited on for EOF.
+//! The guardian sleeps until something happens (a message, a child's exit, a `listen()`), so an
+//! idle fixture costs nothing and a cooperative stop costs the server's own exit time plus well
+//! under a millisecond. The output readers are never waited on for EOF.
 //!
 //! # Platforms
 //! Linux is the first-class target. macOS builds and works with [`Containment::ProcessGroup`]: the
