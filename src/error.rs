@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -48,6 +49,63 @@ impl fmt::Display for PortHolder {
         } else {
             write!(f, "pid {} ({})", self.pid, self.command)
         }
+    }
+}
+
+/// What a failed wait for readiness saw: enough to fix the test from the message alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Diagnosis {
+    /// The command that was run (program and arguments, shortened).
+    pub command: String,
+    /// What was awaited.
+    pub awaited: String,
+    /// How long it was awaited.
+    pub waited: Duration,
+    /// The last error of a probe, if any.
+    pub last_error: Option<String>,
+    /// The fixture's processes still alive when it gave up (before they were stopped): pid and
+    /// command line.
+    pub alive: Vec<String>,
+    /// Where the fixture's processes listened.
+    pub listening: Vec<SocketAddr>,
+    /// The last `STATUS=` the server sent over sd_notify.
+    pub notify_status: Option<String>,
+    /// What is probably wrong, when it can be guessed (a missing `{port}`, another address).
+    pub hint: Option<String>,
+    /// The fixture's directory, kept for a look when `spawn` failed.
+    pub dir: Option<PathBuf>,
+}
+
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  command: {}", self.command)?;
+        writeln!(f, "  waited {:.2?} for {}", self.waited, self.awaited)?;
+        if let Some(e) = &self.last_error {
+            writeln!(f, "  last probe error: {e}")?;
+        }
+        if let Some(status) = &self.notify_status {
+            writeln!(f, "  sd_notify STATUS: {status}")?;
+        }
+        if !self.listening.is_empty() {
+            let list: Vec<String> = self.listening.iter().map(ToString::to_string).collect();
+            writeln!(f, "  its processes listened on: {}", list.join(", "))?;
+        }
+        if self.alive.is_empty() {
+            writeln!(f, "  none of its processes was alive any more")?;
+        } else {
+            writeln!(f, "  its processes still alive then (since stopped):")?;
+            for p in &self.alive {
+                writeln!(f, "    {p}")?;
+            }
+        }
+        if let Some(dir) = &self.dir {
+            writeln!(f, "  its directory is kept for a look: {}", dir.display())?;
+        }
+        if let Some(hint) = &self.hint {
+            writeln!(f, "  hint: {hint}")?;
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +198,8 @@ pub enum Error {
         status: ExitStatus,
         /// The last lines of its output.
         output: Box<OutputTail>,
+        /// What the wait saw.
+        diagnosis: Box<Diagnosis>,
     },
     /// The server was not ready by the deadline (it has been stopped).
     NotReady {
@@ -153,6 +213,47 @@ pub enum Error {
         last_error: Option<String>,
         /// The last lines of its output.
         output: Box<OutputTail>,
+        /// What the wait saw: processes alive, where they listened, a hint.
+        diagnosis: Box<Diagnosis>,
+    },
+    /// [`ProcessFixture::wait_for_output`](crate::ProcessFixture::wait_for_output): no line
+    /// matched in time.
+    OutputTimeout {
+        /// The program.
+        program: String,
+        /// The pattern.
+        pattern: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The last lines of its output.
+        output: Box<OutputTail>,
+    },
+    /// The server exited (on its own) while the test waited for it.
+    Exited {
+        /// The program.
+        program: String,
+        /// The leader's exit status.
+        status: ExitStatus,
+        /// The last lines of its output.
+        output: Box<OutputTail>,
+    },
+    /// The user given to `Builder::user` cannot be used.
+    User {
+        /// The program.
+        program: String,
+        /// The user name.
+        user: String,
+        /// Why (no such user, the lookup failed).
+        reason: String,
+    },
+    /// A file of the fixture (`Builder::file`, its directory) could not be written.
+    File {
+        /// The program.
+        program: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
     },
     /// The stop sequence could not confirm that every process of the fixture is gone.
     StopIncomplete {
@@ -203,6 +304,10 @@ impl Error {
             | Error::PortUnavailable { program, .. }
             | Error::ExitedBeforeReady { program, .. }
             | Error::NotReady { program, .. }
+            | Error::OutputTimeout { program, .. }
+            | Error::Exited { program, .. }
+            | Error::User { program, .. }
+            | Error::File { program, .. }
             | Error::StopIncomplete { program, .. }
             | Error::Unsupported { program, .. }
             | Error::Io { program, .. } => program,
@@ -272,26 +377,45 @@ impl fmt::Display for Error {
                 program,
                 status,
                 output,
+                diagnosis,
             } => write!(
                 f,
-                "{program:?} exited before it was ready ({status})\n{output}"
+                "{program:?} exited before it was ready ({status})\n{diagnosis}{output}"
             ),
             Error::NotReady {
                 program,
-                awaited,
                 waited,
-                last_error,
                 output,
-            } => {
-                write!(
-                    f,
-                    "{program:?} was not ready after {waited:?}: waited for {awaited}"
-                )?;
-                if let Some(e) = last_error {
-                    write!(f, " (last probe error: {e})")?;
-                }
-                write!(f, "\n{output}")
-            }
+                diagnosis,
+                ..
+            } => write!(
+                f,
+                "{program:?} was not ready after {waited:.2?}\n{diagnosis}{output}"
+            ),
+            Error::OutputTimeout {
+                program,
+                pattern,
+                waited,
+                output,
+            } => write!(
+                f,
+                "{program:?} printed no line matching {pattern:?} in {waited:.2?}\n{output}"
+            ),
+            Error::Exited {
+                program,
+                status,
+                output,
+            } => write!(f, "{program:?} exited on its own ({status})\n{output}"),
+            Error::User {
+                program,
+                user,
+                reason,
+            } => write!(f, "{program:?}: cannot run as user {user:?}: {reason}"),
+            Error::File {
+                program,
+                path,
+                source,
+            } => write!(f, "{program:?}: cannot write {}: {source}", path.display()),
             Error::StopIncomplete { program, detail } => {
                 write!(f, "stopping {program:?} did not complete: {detail}")
             }
@@ -320,6 +444,7 @@ impl std::error::Error for Error {
             Error::Exec { source, .. }
             | Error::CurrentDir { source, .. }
             | Error::PortUnavailable { source, .. }
+            | Error::File { source, .. }
             | Error::Io { source, .. } => Some(source),
             _ => None,
         }

@@ -94,8 +94,8 @@ mod port;
 mod ready;
 mod sys;
 
-pub use builder::{Builder, Signal, DEFAULT_GRACE, DEFAULT_READY_TIMEOUT};
-pub use error::{Error, OutputTail, PortHolder};
+pub use builder::{Builder, Signal, DEFAULT_GRACE, DEFAULT_READY_TIMEOUT, ECHO_ENV};
+pub use error::{Diagnosis, Error, OutputTail, PortHolder};
 pub use fixture::{Containment, GuardianKind, ProcessFixture, StopReport};
 pub use output::OUTPUT_CAP;
 pub use ready::Ready;

@@ -379,6 +379,7 @@ fn a_server_that_dies_before_ready_is_exited_before_ready_with_its_output() {
             program,
             status,
             output,
+            ..
         } => {
             assert_eq!(Path::new(program), support::server());
             assert_eq!(status.code(), Some(3), "{status:?}");

@@ -228,11 +228,15 @@ fn never_binding_server_is_not_ready_and_is_stopped() {
             output,
             ..
         }) => {
-            assert!(awaited.contains("TCP"), "awaited: {awaited}");
+            assert!(
+                awaited.starts_with("127.0.0.1:") && awaited.ends_with("to listen"),
+                "awaited: {awaited}"
+            );
             assert!(waited >= Duration::from_millis(300), "waited {waited:?}");
             let last = last_error.expect("the last probe error");
+            // Seen from the listening sockets (Linux), or from a refused connection (elsewhere).
             assert!(
-                last.to_lowercase().contains("refused"),
+                last.contains("nothing listens") || last.to_lowercase().contains("refused"),
                 "last_error: {last}"
             );
             assert!(output.stdout.contains("starting"), "{output:?}");
@@ -448,7 +452,8 @@ fn http_probe_not_ready_names_the_url_and_the_last_status() {
                 awaited.contains("GET http://127.0.0.1:") && awaited.ends_with("/health"),
                 "{awaited}"
             );
-            assert_eq!(last_error.as_deref(), Some("HTTP status 503"));
+            let last = last_error.as_deref().unwrap_or_default();
+            assert!(last.ends_with("HTTP status 503"), "{last}");
         }
         other => panic!("expected NotReady, got {other:?}"),
     }

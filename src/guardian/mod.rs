@@ -288,8 +288,12 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub fn new(cap: Duration) -> Backoff {
+        Backoff::starting(Duration::from_micros(500), cap)
+    }
+
+    pub fn starting(first: Duration, cap: Duration) -> Backoff {
         Backoff {
-            next: Duration::from_micros(500).min(cap),
+            next: first.min(cap),
             cap,
         }
     }

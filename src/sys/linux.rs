@@ -68,8 +68,14 @@ pub unsafe fn spawn_shared(child: &mut dyn FnMut() -> i32) -> std::io::Result<Pi
         let code = child();
         super::exit(code)
     }
-    let mut stack = [0u64; 8192]; // 64 KiB, 16-byte aligned at its top
-    let top = stack.as_mut_ptr().add(stack.len()).cast::<libc::c_void>();
+    // 64 KiB, 16-byte aligned at its top; left uninitialised, so that only the pages the
+    // child touches (from the top down) are ever dirtied.
+    let mut stack = std::mem::MaybeUninit::<[u64; 8192]>::uninit();
+    let top = stack
+        .as_mut_ptr()
+        .cast::<u64>()
+        .add(8192)
+        .cast::<libc::c_void>();
     let mut arg: &mut dyn FnMut() -> i32 = child;
     let pid = libc::clone(
         trampoline,
@@ -582,7 +588,244 @@ pub fn tcp_local_address(fd: RawFd) -> Option<(u16, [u8; 16], u16)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Test side only (these allocate): who holds a port, and what a process is.
+// Test side only (these allocate): listening sockets, who holds a port, what a process is.
+
+/// A listening TCP socket: its local address and socket inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpListener {
+    pub addr: std::net::SocketAddr,
+    pub inode: u64,
+}
+
+/// Every listening TCP socket of this network namespace, through sock_diag netlink (one request
+/// per address family, no /proc text to parse); `/proc/net/tcp{,6}` when netlink is refused (a
+/// sandbox). `None` when neither can be read.
+pub fn tcp_listeners() -> Option<Vec<TcpListener>> {
+    diag::listeners().or_else(proc_net_listeners)
+}
+
+fn proc_net_listeners() -> Option<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for (table, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        any = true;
+        out.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| parse_proc_net_line(l, v6)),
+        );
+    }
+    any.then_some(out)
+}
+
+/// A `/proc/net/tcp{,6}` line in state 0A (listening): its address and inode.
+fn parse_proc_net_line(line: &str, v6: bool) -> Option<TcpListener> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if *fields.get(3)? != "0A" {
+        return None;
+    }
+    let (ip_hex, port_hex) = fields.get(1)?.split_once(':')?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    // The address is printed as 32-bit words in host byte order.
+    let mut bytes = [0u8; 16];
+    let words = ip_hex.len() / 8;
+    for w in 0..words {
+        let word = u32::from_str_radix(ip_hex.get(w * 8..w * 8 + 8)?, 16).ok()?;
+        bytes[w * 4..w * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    let ip: std::net::IpAddr = if v6 {
+        std::net::Ipv6Addr::from(bytes).into()
+    } else {
+        std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
+    };
+    Some(TcpListener {
+        addr: std::net::SocketAddr::new(ip, port),
+        inode: fields.get(9)?.parse().ok()?,
+    })
+}
+
+/// sock_diag netlink (linux/inet_diag.h): a dump of TCP sockets in state LISTEN.
+mod diag {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::TcpListener;
+
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_LISTEN: u32 = 10;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct SockId {
+        sport: [u8; 2],
+        dport: [u8; 2],
+        src: [u8; 16],
+        dst: [u8; 16],
+        interface: u32,
+        cookie: [u32; 2],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Request {
+        // struct nlmsghdr
+        len: u32,
+        kind: u16,
+        flags: u16,
+        seq: u32,
+        pid: u32,
+        // struct inet_diag_req_v2
+        family: u8,
+        protocol: u8,
+        ext: u8,
+        pad: u8,
+        states: u32,
+        id: SockId,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Message {
+        family: u8,
+        state: u8,
+        timer: u8,
+        retrans: u8,
+        id: SockId,
+        expires: u32,
+        rqueue: u32,
+        wqueue: u32,
+        uid: u32,
+        inode: u32,
+    }
+
+    pub(super) fn listeners() -> Option<Vec<TcpListener>> {
+        // SAFETY: plain syscall; the fd is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: just created.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut out = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            dump(&sock, family as u8, &mut out)?;
+        }
+        Some(out)
+    }
+
+    fn dump(sock: &OwnedFd, family: u8, out: &mut Vec<TcpListener>) -> Option<()> {
+        let req = Request {
+            len: std::mem::size_of::<Request>() as u32,
+            kind: SOCK_DIAG_BY_FAMILY,
+            flags: NLM_F_REQUEST | NLM_F_DUMP,
+            family,
+            protocol: libc::IPPROTO_TCP as u8,
+            states: 1 << TCP_LISTEN,
+            ..Request::default()
+        };
+        // SAFETY: sending a plain struct to the kernel (sockaddr_nl of zeros = the kernel).
+        let sent = unsafe {
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                sock.as_raw_fd(),
+                (&req as *const Request).cast(),
+                req.len as usize,
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent < 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            let n = super::read(sock.as_raw_fd(), &mut buf);
+            if n <= 0 {
+                return None;
+            }
+            let mut off = 0usize;
+            while off + 16 <= n as usize {
+                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().ok()?) as usize;
+                let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().ok()?);
+                if len < 16 || off + len > n as usize {
+                    return None;
+                }
+                match kind {
+                    NLMSG_DONE => return Some(()),
+                    NLMSG_ERROR => return None,
+                    _ => out.extend(listener(&buf[off + 16..off + len])),
+                }
+                off += (len + 3) & !3;
+            }
+        }
+    }
+
+    fn listener(payload: &[u8]) -> Option<TcpListener> {
+        if payload.len() < std::mem::size_of::<Message>() {
+            return None;
+        }
+        // SAFETY: plain old data of the right size, written by the kernel.
+        let msg: Message = unsafe { std::ptr::read_unaligned(payload.as_ptr().cast()) };
+        let ip: IpAddr = match msg.family as i32 {
+            libc::AF_INET => {
+                Ipv4Addr::new(msg.id.src[0], msg.id.src[1], msg.id.src[2], msg.id.src[3]).into()
+            }
+            libc::AF_INET6 => Ipv6Addr::from(msg.id.src).into(),
+            _ => return None,
+        };
+        Some(TcpListener {
+            addr: SocketAddr::new(ip, u16::from_be_bytes(msg.id.sport)),
+            inode: u64::from(msg.inode),
+        })
+    }
+}
+
+/// The socket inodes process `pid` holds (`/proc/<pid>/fd`).
+pub fn socket_inodes(pid: Pid) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.path()).ok()?;
+            let text = link.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Every descendant of `pid` (children of all its threads, depth first).
+pub fn descendants(pid: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for_each_child(p, |c| {
+            out.push(c);
+            stack.push(c);
+        });
+    }
+    out
+}
 
 /// The command line of `pid` (arguments joined by spaces, at most 200 bytes), or its `comm` for
 /// a kernel thread or a zombie; `None` when it does not exist.
@@ -608,30 +851,8 @@ pub fn command_line(pid: Pid) -> Option<String> {
     Some(text)
 }
 
-/// The socket inodes listening on TCP `port` (IPv4 and IPv6), from `/proc/net/tcp{,6}`.
-pub fn tcp_listener_inodes(port: u16) -> Vec<u64> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|line| listening_inode(line, port))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The socket inode of a `/proc/net/tcp` line that listens (state 0A) on `port`.
-fn listening_inode(line: &str, port: u16) -> Option<u64> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let local_port = fields.get(1)?.rsplit(':').next()?;
-    let listening = *fields.get(3)? == "0A";
-    (listening && u16::from_str_radix(local_port, 16).ok()? == port)
-        .then(|| fields.get(9)?.parse().ok())?
-}
-
-/// A process holding one of these socket inodes (a scan of `/proc/*/fd`).
+/// A process holding one of these socket inodes (a scan of every `/proc/*/fd`: slow, for error
+/// messages only).
 pub fn socket_owner(inodes: &[u64]) -> Option<Pid> {
     let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     std::fs::read_dir("/proc")
@@ -649,9 +870,13 @@ pub fn socket_owner(inodes: &[u64]) -> Option<Pid> {
         })
 }
 
-/// A process listening on TCP `port`.
+/// A process listening on TCP `port`, on any address.
 pub fn tcp_listener_pid(port: u16) -> Option<Pid> {
-    let inodes = tcp_listener_inodes(port);
+    let inodes: Vec<u64> = tcp_listeners()?
+        .into_iter()
+        .filter(|l| l.addr.port() == port)
+        .map(|l| l.inode)
+        .collect();
     if inodes.is_empty() {
         return None;
     }
@@ -724,8 +949,30 @@ mod tests {
     #[test]
     fn parses_a_proc_net_tcp_line() {
         let line = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000";
-        assert_eq!(listening_inode(line, 8080), Some(123456));
-        assert_eq!(listening_inode(line, 8081), None);
+        let l = parse_proc_net_line(line, false).unwrap();
+        assert_eq!(l.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(l.inode, 123456);
+        let closed = line.replace(" 0A ", " 06 ");
+        assert_eq!(parse_proc_net_line(&closed, false), None);
+    }
+
+    #[test]
+    fn sock_diag_and_proc_agree_on_a_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mine = socket_inodes(super::super::getpid());
+        let by_diag = diag::listeners().expect("sock_diag");
+        let by_proc = proc_net_listeners().expect("/proc/net/tcp");
+        for (how, list) in [("sock_diag", by_diag), ("/proc", by_proc)] {
+            let found = list.iter().find(|l| l.addr == addr);
+            let found = found.unwrap_or_else(|| panic!("{how} misses {addr}"));
+            assert!(
+                mine.contains(&found.inode),
+                "{how}: inode {} is ours",
+                found.inode
+            );
+        }
+        assert_eq!(tcp_listener_pid(addr.port()), Some(super::super::getpid()));
     }
 
     #[test]

@@ -264,3 +264,34 @@ pub fn command_line(pid: Pid) -> Option<String> {
 pub fn tcp_listener_pid(_port: u16) -> Option<Pid> {
     None
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpListener {
+    pub addr: std::net::SocketAddr,
+    pub inode: u64,
+}
+
+/// Not readable on macOS: readiness of a port connects instead.
+pub fn tcp_listeners() -> Option<Vec<TcpListener>> {
+    None
+}
+
+pub fn socket_owner(_inodes: &[u64]) -> Option<Pid> {
+    None
+}
+
+pub fn socket_inodes(_pid: Pid) -> Vec<u64> {
+    Vec::new()
+}
+
+pub fn descendants(pid: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for_each_child(p, |c| {
+            out.push(c);
+            stack.push(c);
+        });
+    }
+    out
+}

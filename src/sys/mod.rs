@@ -579,6 +579,66 @@ pub fn set_credentials(uid: Option<u32>, gid: Option<u32>, groups: Option<&[u32]
     true
 }
 
+/// The uid, primary gid and home directory of user `name` (`getpwnam_r`). Test side only.
+pub fn lookup_user(name: &str) -> io::Result<Option<(u32, u32, std::path::PathBuf)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the user name"))?;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: valid pointers; the strings in `pwd` point into `buf`, read before it drops.
+    let ret = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    if found.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: pw_dir is a NUL-terminated string in `buf`.
+    let home = unsafe { CStr::from_ptr(pwd.pw_dir) };
+    let home = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes()));
+    Ok(Some((pwd.pw_uid, pwd.pw_gid, home)))
+}
+
+/// The groups user `name` belongs to, `gid` among them (`getgrouplist`). Test side only.
+pub fn group_list(name: &str, gid: u32) -> io::Result<Vec<u32>> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the user name"))?;
+    let mut count: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; count as usize];
+        let before = count;
+        // SAFETY: `groups` has room for `count` entries; the call updates `count`.
+        let ret = unsafe {
+            libc::getgrouplist(
+                c_name.as_ptr(),
+                gid as _,
+                groups.as_mut_ptr().cast(),
+                &mut count,
+            )
+        };
+        if ret >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return Ok(groups);
+        }
+        if count <= before {
+            count = before * 2; // macOS does not say how many it needs
+        }
+        if count > 1 << 16 {
+            return Err(io::Error::other("too many groups"));
+        }
+    }
+}
+
 pub fn chdir(dir: &CStr) -> bool {
     unsafe { libc::chdir(dir.as_ptr()) == 0 }
 }
