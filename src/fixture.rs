@@ -322,8 +322,15 @@ impl ProcessFixture {
     ///
     /// ```
     /// # use process_fixture::{ProcessFixture, Ready};
-    /// let srv = ProcessFixture::builder("sh").args(["-c", "echo up; read x; exit 3"]).ready(Ready::stdout("up")).spawn()?;
+    /// use std::time::Duration;
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "echo up; sleep 0.1; exit 3"])
+    ///     .ready(Ready::stdout("up"))
+    ///     .spawn()?;
     /// assert!(srv.is_running());
+    /// let e = srv.wait_for_output("never printed", Duration::from_secs(10)).unwrap_err();
+    /// assert!(matches!(e, process_fixture::Error::Exited { .. }));
+    /// assert!(!srv.is_running());
     /// # Ok::<(), process_fixture::Error>(())
     /// ```
     pub fn is_running(&self) -> bool {
@@ -426,6 +433,11 @@ impl ProcessFixture {
         }
     }
 
+    /// Whether the fixture's processes can be looked at (no /proc in a sandbox: not).
+    pub(crate) fn can_inspect(&self) -> bool {
+        sys::proc_stat(self.inner().guardian_pid).is_some()
+    }
+
     /// The pids of the fixture's processes now: the guardian's descendants.
     fn processes(&self) -> Vec<Pid> {
         sys::descendants(self.inner().guardian_pid)
@@ -459,15 +471,19 @@ impl ProcessFixture {
     /// What a failed readiness wait saw, looked at before the processes are stopped.
     fn diagnose(&self, seen: Seen, builder: &Builder, ready: &Ready) -> Diagnosis {
         let inner = self.inner();
-        let alive: Vec<String> = self
-            .processes()
-            .into_iter()
-            .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.is_live()))
-            .map(|p| {
-                let cmd = sys::command_line(p).unwrap_or_default();
-                format!("pid {p}: {cmd}")
-            })
-            .collect();
+        let unknown = || vec!["(they cannot be listed here: /proc is not readable)".to_owned()];
+        let alive: Vec<String> = if !self.can_inspect() {
+            unknown()
+        } else {
+            self.processes()
+                .into_iter()
+                .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.is_live()))
+                .map(|p| {
+                    let cmd = sys::command_line(p).unwrap_or_default();
+                    format!("pid {p}: {cmd}")
+                })
+                .collect()
+        };
         let listening = self.listening();
         let hint = self.hint(builder, ready, &listening);
         Diagnosis {

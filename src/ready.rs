@@ -27,7 +27,7 @@ use regex::Regex;
 
 use crate::deadline::Deadline;
 use crate::guardian::Backoff;
-use crate::output::{LineWatch, State, Which};
+use crate::output::{LineWatch, Listener, State, Which};
 use crate::sys::{self, WaitStatus};
 use crate::{Error, PortHolder, ProcessFixture};
 
@@ -188,8 +188,8 @@ impl Ready {
     /// use process_fixture::{ProcessFixture, Ready};
     /// # if std::process::Command::new("python3").arg("--version").output().is_err() { return Ok(()); }
     /// let srv = ProcessFixture::builder("python3")
-    ///     .args(["-u", "-c", "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); \
-    ///             s.listen(); print('listening on', s.getsockname()[1]); input()"])
+    ///     .args(["-u", "-c", "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); \
+    ///             s.listen(); print('listening on', s.getsockname()[1]); time.sleep(60)"])
     ///     .ready(Ready::stdout(r"^listening on (?P<port>\d+)$"))
     ///     .spawn()?;
     /// std::net::TcpStream::connect(("127.0.0.1", srv.port()))?;
@@ -412,8 +412,10 @@ impl Ready {
                 };
                 format!("a line of {stream} matching {pattern:?}")
             }
-            Probe::UnixSocket(p) => format!("the unix socket {} to accept", p.display()),
-            Probe::File(p) => format!("the file {} to exist", p.display()),
+            Probe::UnixSocket(p) => {
+                format!("the unix socket {} to accept", fx.resolve_path(p).display())
+            }
+            Probe::File(p) => format!("the file {} to exist", fx.resolve_path(p).display()),
             Probe::SdNotify => "READY=1 on NOTIFY_SOCKET (sd_notify)".into(),
             Probe::Custom(_) => "the custom probe to return Ok(true)".into(),
             Probe::All(list) => join(list, " and ", fx),
@@ -488,6 +490,27 @@ enum PortWatch {
     Connect,
 }
 
+/// What the monitor had seen when the probes last looked: a copy, so that no probe runs with the
+/// monitor's lock held (a custom probe calls back into the fixture).
+#[derive(Default)]
+struct Now {
+    matched: Vec<bool>,
+    notify_ready: bool,
+    listeners: Vec<Listener>,
+    captured_port: Option<u16>,
+}
+
+impl Now {
+    fn of(state: &State) -> Now {
+        Now {
+            matched: state.matched.clone(),
+            notify_ready: state.notify_ready,
+            listeners: state.listeners.clone(),
+            captured_port: state.captured.get("").copied(),
+        }
+    }
+}
+
 /// One readiness wait.
 struct Wait<'a> {
     fx: &'a ProcessFixture,
@@ -540,7 +563,7 @@ impl<'a> Node<'a> {
 
     /// Looks again (latching once it holds) and returns whether it holds; `self.next` says when
     /// to look again.
-    fn check(&mut self, w: &mut Wait, state: &State) -> bool {
+    fn check(&mut self, w: &mut Wait, now: &Now) -> bool {
         if self.done {
             return true;
         }
@@ -549,23 +572,23 @@ impl<'a> Node<'a> {
             Probe::All(_) => {
                 let mut all = true;
                 for child in &mut self.children {
-                    all &= child.check(w, state);
+                    all &= child.check(w, now);
                 }
                 all
             }
             Probe::Any(_) => {
                 let mut any = false;
                 for child in &mut self.children {
-                    any |= child.check(w, state);
+                    any |= child.check(w, now);
                 }
                 any
             }
-            _ => self.check_leaf(w, state),
+            _ => self.check_leaf(w, now),
         };
         self.done
     }
 
-    fn check_leaf(&mut self, w: &mut Wait, state: &State) -> bool {
+    fn check_leaf(&mut self, w: &mut Wait, now: &Now) -> bool {
         let event_driven = matches!(
             self.probe,
             Probe::None | Probe::Line { .. } | Probe::SdNotify
@@ -575,13 +598,13 @@ impl<'a> Node<'a> {
         }
         let outcome = match self.probe {
             Probe::None => Ok(true),
-            Probe::Line { .. } => Ok(state.matched.get(self.watch) == Some(&true)),
-            Probe::SdNotify => Ok(state.notify_ready),
+            Probe::Line { .. } => Ok(now.matched.get(self.watch) == Some(&true)),
+            Probe::SdNotify => Ok(now.notify_ready),
             Probe::Tcp(addr) => {
-                let target = addr.unwrap_or_else(|| w.local_target(state));
-                w.listens(target, state)
+                let target = addr.unwrap_or_else(|| w.local_target(now));
+                w.listens(target, now)
             }
-            Probe::Http { .. } => self.check_http(w, state),
+            Probe::Http { .. } => self.check_http(w, now),
             Probe::UnixSocket(path) => unix_accepts(&w.fx.resolve_path(path)).map_err(Some),
             Probe::File(path) => Ok(w.fx.resolve_path(path).exists()),
             Probe::Custom(check) => check(w.fx).map_err(|e| Some(e.to_string())),
@@ -602,7 +625,7 @@ impl<'a> Node<'a> {
     }
 
     /// HTTP: first the port (without a request), then requests at a slower pace.
-    fn check_http(&mut self, w: &mut Wait, state: &State) -> Result<bool, Option<String>> {
+    fn check_http(&mut self, w: &mut Wait, now: &Now) -> Result<bool, Option<String>> {
         let Probe::Http {
             path,
             codes,
@@ -611,9 +634,9 @@ impl<'a> Node<'a> {
         else {
             return Ok(false);
         };
-        let target = w.local_target(state);
+        let target = w.local_target(now);
         if !self.port_ok {
-            self.port_ok = w.listens(target, state)?;
+            self.port_ok = w.listens(target, now)?;
             if !self.port_ok {
                 return Ok(false);
             }
@@ -647,19 +670,15 @@ fn port_backoff(how: PortWatch) -> Backoff {
 
 impl Wait<'_> {
     /// 127.0.0.1 and the fixture's port (a captured one once the server printed it).
-    fn local_target(&self, state: &State) -> SocketAddr {
-        let port = state
-            .captured
-            .get("")
-            .copied()
-            .unwrap_or_else(|| self.fx.reserved_port());
+    fn local_target(&self, now: &Now) -> SocketAddr {
+        let port = now.captured_port.unwrap_or_else(|| self.fx.reserved_port());
         SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
     }
 
     /// Does `target` listen, on a socket of the fixture? A stranger's listener is recorded as
     /// foreign (the wait then fails). `Err(None)`: not yet.
-    fn listens(&mut self, target: SocketAddr, state: &State) -> Result<bool, Option<String>> {
-        if state.listeners.iter().any(|l| covers(l.addr, target)) {
+    fn listens(&mut self, target: SocketAddr, now: &Now) -> Result<bool, Option<String>> {
+        if now.listeners.iter().any(|l| covers(l.addr, target)) {
             return Ok(true);
         }
         match self.how {
@@ -683,6 +702,11 @@ impl Wait<'_> {
             .collect();
         if candidates.is_empty() {
             return Err(Some(format!("nothing listens on {target} yet")));
+        }
+        if !self.fx.can_inspect() {
+            // A listener, but no /proc to tell whose (a sandbox): connect instead.
+            self.how = PortWatch::Connect;
+            return self.listens(target, &Now::default());
         }
         let ours = self.fx.socket_inodes();
         if candidates.iter().any(|i| ours.contains(i)) {
@@ -732,7 +756,8 @@ pub(crate) fn wait(
     let mut progress_at = Deadline::from(start, PROGRESS_AFTER);
     loop {
         let since = fx.monitor().events();
-        let held = fx.monitor().with(|state| root.check(&mut w, state));
+        let now = fx.monitor().with(Now::of);
+        let held = root.check(&mut w, &now);
         let seen = |w: &Wait| Seen {
             awaited: ready.describe(fx),
             waited: start.elapsed(),
