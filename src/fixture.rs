@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -15,7 +15,7 @@ use crate::builder::Values;
 use crate::deadline::{self, Deadline};
 use crate::error::Diagnosis;
 use crate::guardian::{self, Msg, Origin};
-use crate::output::{Monitor, Sources};
+use crate::output::{Monitor, Sources, View};
 use crate::port::{self, Refusal, Reservation};
 use crate::ready::{self, Failure, Seen};
 use crate::sys::{self, Pid};
@@ -142,9 +142,7 @@ struct Inner {
     cwd: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     /// `wait_for_output`: where its search goes on (stdout, stderr offsets).
-    cursor: Mutex<(u64, u64)>,
-    /// Set when a readiness wait fails: keep the directory for a look.
-    keep_dir: bool,
+    cursor: Arc<Mutex<(u64, u64)>>,
     /// Set by the stop: the server had died on its own before it (every process gone, or a
     /// leader that failed), which `Drop` must not pass over in silence.
     crashed: bool,
@@ -357,29 +355,29 @@ impl ProcessFixture {
     /// # Ok::<(), process_fixture::Error>(())
     /// ```
     pub fn wait_for_output(&self, pattern: &str, timeout: Duration) -> Result<String, Error> {
+        self.output_search(pattern, timeout)?.run()
+    }
+
+    /// The search of [`ProcessFixture::wait_for_output`], ready to run on any thread.
+    pub(crate) fn output_search(
+        &self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<OutputSearch, Error> {
         let inner = self.inner();
-        let re = Regex::new(pattern).map_err(|e| Error::InvalidRegex {
+        let regex = Regex::new(pattern).map_err(|e| Error::InvalidRegex {
             program: inner.program.clone(),
             pattern: pattern.to_owned(),
             message: e.to_string(),
         })?;
         let started = Instant::now();
-        let deadline = Deadline::from(started, timeout);
-        inner.monitor.with_mut(|s| s.output_waiters += 1);
-        let outcome = inner.wait_for_line(&re, deadline);
-        inner.monitor.with_mut(|s| s.output_waiters -= 1);
-        outcome.map_err(|status| match status {
-            Some(status) => Error::Exited {
-                program: inner.program.clone(),
-                status: ExitStatus::from_raw(status),
-                output: Box::new(inner.tail(ERROR_TAIL_LINES)),
-            },
-            None => Error::OutputTimeout {
-                program: inner.program.clone(),
-                pattern: pattern.to_owned(),
-                waited: started.elapsed(),
-                output: Box::new(inner.tail(ERROR_TAIL_LINES)),
-            },
+        Ok(OutputSearch {
+            view: inner.monitor.view(),
+            cursor: inner.cursor.clone(),
+            regex,
+            program: inner.program.clone(),
+            started,
+            deadline: Deadline::from(started, timeout),
         })
     }
 
@@ -666,8 +664,7 @@ pub(crate) fn spawn(builder: &Builder) -> Result<ProcessFixture, Error> {
             .or_else(|| std::env::current_dir().ok()),
         values,
         dir,
-        cursor: Mutex::new((0, 0)),
-        keep_dir: false,
+        cursor: Arc::new(Mutex::new((0, 0))),
         crashed: false,
     };
     let events = inner.wait_spawned(timeout)?;
@@ -693,8 +690,8 @@ impl ProcessFixture {
         let Some(mut inner) = self.inner.take() else {
             unreachable!("a fixture being spawned has its inner")
         };
-        let _ = inner.finish();
         diagnosis.dir = inner.keep_dir();
+        let _ = inner.finish();
         let output = Box::new(inner.tail(ERROR_TAIL_LINES));
         let diagnosis = Box::new(diagnosis);
         let program = inner.program.clone();
@@ -719,6 +716,82 @@ impl ProcessFixture {
                 holder,
             },
         }
+    }
+}
+
+/// One `wait_for_output`: the first matching line after the cursor, on either stream.
+pub(crate) struct OutputSearch {
+    view: View,
+    cursor: Arc<Mutex<(u64, u64)>>,
+    regex: Regex,
+    program: String,
+    started: Instant,
+    deadline: Deadline,
+}
+
+impl OutputSearch {
+    pub fn run(self) -> Result<String, Error> {
+        self.view.with_mut(|s| s.output_waiters += 1);
+        let outcome = self.find();
+        self.view.with_mut(|s| s.output_waiters -= 1);
+        let output = Box::new(self.view.with_mut(|s| tail_of(s, ERROR_TAIL_LINES)));
+        let program = self.program.clone();
+        outcome.map_err(|status| match status {
+            Some(status) => Error::Exited {
+                program,
+                status: ExitStatus::from_raw(status),
+                output,
+            },
+            None => Error::OutputTimeout {
+                program,
+                pattern: self.regex.as_str().to_owned(),
+                waited: self.started.elapsed(),
+                output,
+            },
+        })
+    }
+
+    /// `Err(Some(status))`: the server died; `Err(None)`: the deadline passed.
+    fn find(&self) -> Result<String, Option<sys::WaitStatus>> {
+        loop {
+            let since = self.view.events();
+            let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+            let (found, dead) = self.view.with_mut(|s| {
+                let out = s
+                    .stdout
+                    .find_line(cursor.0, &self.regex)
+                    .map(|(l, at)| (l, at, 0));
+                let err = || {
+                    s.stderr
+                        .find_line(cursor.1, &self.regex)
+                        .map(|(l, at)| (l, at, 1))
+                };
+                (out.or_else(err), ready::dead(s))
+            });
+            if let Some((line, at, stream)) = found {
+                if stream == 0 {
+                    cursor.0 = at;
+                } else {
+                    cursor.1 = at;
+                }
+                return Ok(line);
+            }
+            drop(cursor);
+            if let Some(status) = dead {
+                return Err(Some(status));
+            }
+            if self.deadline.passed() {
+                return Err(None);
+            }
+            self.view.wait_event(since, self.deadline.remaining());
+        }
+    }
+}
+
+fn tail_of(s: &crate::output::State, lines: usize) -> OutputTail {
+    OutputTail {
+        stdout: s.stdout.tail(lines),
+        stderr: s.stderr.tail(lines),
     }
 }
 
@@ -846,45 +919,8 @@ impl Inner {
         }
     }
 
-    /// `wait_for_output`'s search: the first matching line after the cursor, on either stream.
-    /// `Err(Some(status))`: the server died; `Err(None)`: the deadline passed.
-    fn wait_for_line(
-        &self,
-        re: &Regex,
-        deadline: Deadline,
-    ) -> Result<String, Option<sys::WaitStatus>> {
-        loop {
-            let since = self.monitor.events();
-            let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
-            let (found, dead) = self.monitor.with(|s| {
-                let out = s.stdout.find_line(cursor.0, re).map(|(l, at)| (l, at, 0));
-                let err = || s.stderr.find_line(cursor.1, re).map(|(l, at)| (l, at, 1));
-                (out.or_else(err), ready::dead(s))
-            });
-            if let Some((line, at, stream)) = found {
-                if stream == 0 {
-                    cursor.0 = at;
-                } else {
-                    cursor.1 = at;
-                }
-                return Ok(line);
-            }
-            drop(cursor);
-            if let Some(status) = dead {
-                return Err(Some(status));
-            }
-            if deadline.passed() {
-                return Err(None);
-            }
-            self.monitor.wait_event(since, deadline.remaining());
-        }
-    }
-
     fn tail(&self, lines: usize) -> OutputTail {
-        self.monitor.with(|s| OutputTail {
-            stdout: s.stdout.tail(lines),
-            stderr: s.stderr.tail(lines),
-        })
+        self.monitor.with(|s| tail_of(s, lines))
     }
 
     /// Shown with a failing test, or for a server that died mid-test: through the test harness's
@@ -901,7 +937,6 @@ impl Inner {
 
     /// Keeps the fixture's directory (for a failed spawn) and returns its path.
     fn keep_dir(&mut self) -> Option<PathBuf> {
-        self.keep_dir = true;
         self.dir.take().map(tempfile::TempDir::keep)
     }
 
@@ -934,9 +969,7 @@ impl Inner {
             Origin::Zygote => None,
         };
         self.monitor.shutdown();
-        if !self.keep_dir {
-            drop(self.dir.take()); // removed once nothing of the server can write to it
-        }
+        drop(self.dir.take()); // removed once nothing of the server can write to it
         match outcome {
             Some(Some(msg)) if msg.kind == Msg::GUARDIAN_DIED => {
                 Err(self.guardian_died(Some(msg.status)))

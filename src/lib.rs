@@ -82,8 +82,10 @@
 //! escapes.
 
 #![cfg(unix)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod async_api;
 mod builder;
 mod deadline;
 mod error;

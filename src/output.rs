@@ -382,14 +382,15 @@ impl Monitor {
         })
     }
 
+    /// A handle on the state that outlives a borrow of the monitor (a blocking task of the
+    /// async API waits on it).
+    pub fn view(&self) -> View {
+        View(self.shared.clone())
+    }
+
     /// Runs `f` on the current state.
     pub fn with<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.shared.lock())
-    }
-
-    /// Runs `f` on the current state, mutably.
-    pub fn with_mut<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        f(&mut self.shared.lock())
     }
 
     /// Waits until `f` gives `Some`, or `deadline` passes (then `None`).
@@ -403,9 +404,7 @@ impl Monitor {
 
     /// Waits for the next event (a matched line, a report, output for a waiter) or `timeout`.
     pub fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
-        let deadline = timeout.map_or(Deadline::never(), Deadline::after);
-        self.wait_for(deadline, |s| (s.events != since).then_some(s.events))
-            .unwrap_or(since)
+        self.view().wait_event(since, timeout)
     }
 
     pub fn events(&self) -> u64 {
@@ -432,6 +431,30 @@ impl Monitor {
         if thread.join().is_err() {
             log::warn!("process-fixture: the output monitor thread panicked");
         }
+    }
+}
+
+/// A shared handle on a monitor's state.
+#[derive(Clone)]
+pub(crate) struct View(Arc<Shared>);
+
+impl View {
+    /// Runs `f` on the current state, mutably.
+    pub fn with_mut<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.0.lock())
+    }
+
+    pub fn events(&self) -> u64 {
+        self.0.lock().events
+    }
+
+    /// Waits for the next event or `timeout` (`None`: no limit).
+    pub fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
+        let deadline = timeout.map_or(Deadline::never(), Deadline::after);
+        wait_on(&self.0, deadline, |s| {
+            (s.events != since).then_some(s.events)
+        })
+        .unwrap_or(since)
     }
 }
 

@@ -1,0 +1,93 @@
+//! The tokio API (feature `tokio`): the same synchronous core on tokio's blocking pool, so the
+//! executor never blocks, on a `current_thread` runtime too.
+//!
+//! Nothing here watches a child: the guardian does, and the test side only reads a socket and
+//! pipes (DESIGN.md, child-exit monitoring: one watcher per leader, no second one through
+//! `tokio::process`). A start future that is dropped does not leak: the blocking task finishes
+//! the spawn and drops the fixture, which stops the server.
+//!
+//! `Drop` stays synchronous and bounded, and uses no runtime (no `block_on`, no
+//! `Handle::current()`): dropping a fixture in an async test blocks that task's thread for the
+//! stop (the server's exit time; up to the grace period and more for a server that ignores
+//! SIGTERM). Prefer `fixture.stop_async().await` there.
+
+use std::time::Duration;
+
+use crate::{Builder, Error, ProcessFixture, StopReport};
+
+/// Runs `f` on tokio's blocking pool and gives back its result, or its panic.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only when the runtime shuts down, which drops this future too.
+            Err(e) => panic!("process-fixture: blocking task cancelled: {e}"),
+        },
+    }
+}
+
+impl Builder {
+    /// [`Builder::spawn`] without blocking the executor: the spawn and the readiness wait run on
+    /// tokio's blocking pool.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), process_fixture::Error> {
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "sleep 0.2; echo up; exec sleep 60"])
+    ///     .ready(Ready::stdout("^up$"))
+    ///     .spawn_async()
+    ///     .await?;
+    /// let report = srv.stop_async().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn spawn_async(&self) -> Result<ProcessFixture, Error> {
+        let builder = self.clone();
+        blocking(move || builder.spawn()).await
+    }
+}
+
+impl ProcessFixture {
+    /// [`ProcessFixture::stop`] without blocking the executor. Prefer it to dropping the fixture
+    /// in an async test: `Drop` is synchronous, and a stop can take the whole grace period.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), process_fixture::Error> {
+    /// # use process_fixture::{ProcessFixture, Ready};
+    /// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none()).spawn_async().await?;
+    /// let report = srv.stop_async().await?;
+    /// assert!(!report.escalated);
+    /// # Ok(()) }
+    /// ```
+    pub async fn stop_async(self) -> Result<StopReport, Error> {
+        blocking(move || self.stop()).await
+    }
+
+    /// [`ProcessFixture::wait_for_output`] without blocking the executor.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), process_fixture::Error> {
+    /// # use process_fixture::{ProcessFixture, Ready};
+    /// use std::time::Duration;
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "echo up; sleep 0.1; echo reloaded; exec sleep 60"])
+    ///     .ready(Ready::stdout("^up$"))
+    ///     .spawn_async()
+    ///     .await?;
+    /// let line = srv.wait_for_output_async("reloaded", Duration::from_secs(10)).await?;
+    /// assert_eq!(line, "reloaded");
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_output_async(
+        &self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        let search = self.output_search(pattern, timeout)?;
+        blocking(move || search.run()).await
+    }
+}
