@@ -228,23 +228,6 @@ fn workers_ignoring_term_are_killed() {
 }
 
 #[test]
-fn leader_ignoring_term_is_killed() {
-    let fx = server("ignore-term", &[])
-        .grace_period(Duration::from_millis(200))
-        .spawn()
-        .expect("spawn");
-    let (pgid, port) = (fx.pgid(), fx.port());
-    let recorded = record(&fx);
-
-    let report = fx.stop().expect("stop");
-    support::assert_nothing_left(pgid, &recorded, port);
-    assert!(report.escalated, "{report:?}");
-    let status = report.exit_status.expect("the leader's exit status");
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{report:?}");
-    assert_eq!(report.killed, 0, "{report:?}");
-}
-
-#[test]
 #[cfg(target_os = "linux")]
 fn setsid_escapee_is_caught_by_the_subreaper() {
     let fx = server("setsid-escapee", &[]).spawn().expect("spawn");
@@ -711,11 +694,13 @@ fn a_leader_that_ignores_the_stop_signal_gets_no_grace() {
         .spawn()
         .expect("spawn");
     let (pgid, port) = (fx.pgid(), fx.port());
+    let recorded = record(&fx);
     let report = stop_within(fx, Duration::from_secs(20));
-    support::assert_nothing_left(pgid, &[], port);
+    support::assert_nothing_left(pgid, &recorded, port);
     assert!(report.escalated, "{report:?}");
     let status = report.exit_status.expect("the leader's exit status");
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{report:?}");
+    assert_eq!(report.killed, 0, "{report:?}");
 }
 
 #[test]

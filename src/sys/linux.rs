@@ -3,7 +3,7 @@
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use super::{close, errno, parse_pid, parse_u64, read, retry, Pid};
+use super::{close, errno, parse_pid, parse_u64, read, retry, Pid, ProcStat};
 
 /// Makes the calling process a child subreaper: orphans of its descendants re-parent to it.
 pub fn become_subreaper() -> bool {
@@ -246,23 +246,6 @@ impl ChildEvents {
 
 // ---------------------------------------------------------------------------------------------
 // /proc
-
-/// What the guardian reads of a process in `/proc/<pid>/stat`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcStat {
-    pub state: u8,
-    pub ppid: Pid,
-    pub pgrp: Pid,
-    /// Start time in clock ticks since boot: tells a recycled pid from the process that had it.
-    pub start: u64,
-}
-
-impl ProcStat {
-    /// Zombies (`Z`) and dead tasks (`X`) hold a pid but run no code.
-    pub fn is_live(&self) -> bool {
-        self.state != b'Z' && self.state != b'X'
-    }
-}
 
 /// `/proc/<pid>/stat`, or `None` when the process is gone (or there is no /proc).
 pub fn proc_stat(pid: Pid) -> Option<ProcStat> {

@@ -5,7 +5,7 @@
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use super::{close, Pid};
+use super::{close, Pid, ProcStat};
 
 pub fn become_subreaper() -> bool {
     false
@@ -123,21 +123,6 @@ impl ChildEvents {
                 &zero,
             )
         };
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcStat {
-    pub state: u8,
-    pub ppid: Pid,
-    pub pgrp: Pid,
-    /// Start time in microseconds since the epoch: tells a recycled pid from the original.
-    pub start: u64,
-}
-
-impl ProcStat {
-    pub fn is_live(&self) -> bool {
-        self.state != b'Z'
     }
 }
 

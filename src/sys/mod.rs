@@ -405,6 +405,24 @@ pub fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// What the guardian reads of a process (`/proc/<pid>/stat` on Linux, libproc on macOS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: u8,
+    pub ppid: Pid,
+    pub pgrp: Pid,
+    /// Start time (clock ticks since boot on Linux, µs since the epoch on macOS): tells a
+    /// recycled pid from the process that had it.
+    pub start: u64,
+}
+
+impl ProcStat {
+    /// Zombies (`Z`) and dead tasks (`X`) hold a pid but run no code.
+    pub fn is_live(&self) -> bool {
+        self.state != b'Z' && self.state != b'X'
+    }
+}
+
 /// A raw wait status (the `int` of `waitpid`), so `ExitStatus::from_raw` can read it.
 pub type WaitStatus = i32;
 
