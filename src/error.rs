@@ -291,6 +291,11 @@ impl Error {
     }
 
     /// The fixture's program, as given to the builder.
+    ///
+    /// ```
+    /// let e = process_fixture::ProcessFixture::builder("no-such-server").spawn().unwrap_err();
+    /// assert_eq!(e.program(), "no-such-server");
+    /// ```
     pub fn program(&self) -> &str {
         match self {
             Error::ProgramNotFound { program }

@@ -86,6 +86,13 @@ enum Probe {
 
 impl Ready {
     /// Ready as soon as the program has been exec'd: for a program that listens on nothing.
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// let worker = ProcessFixture::builder("sleep").arg("60").ready(Ready::none()).spawn()?;
+    /// assert!(worker.is_running());
+    /// # Ok::<(), process_fixture::Error>(())
+    /// ```
     pub fn none() -> Ready {
         Ready(Probe::None)
     }
@@ -518,6 +525,8 @@ struct Wait<'a> {
     last_error: Option<String>,
     /// A stranger's listener on an address the fixture waits for: the wait fails.
     foreign: Option<(u16, Option<PortHolder>)>,
+    /// One netlink socket for every look of the wait.
+    scan: sys::ListenerScan,
 }
 
 /// The state of one probe of the tree during a wait.
@@ -593,6 +602,9 @@ impl<'a> Node<'a> {
             self.probe,
             Probe::None | Probe::Line { .. } | Probe::SdNotify
         );
+        if self.heard_listen(w, now) {
+            return true;
+        }
         if !event_driven && self.next.is_some_and(|at| !at.passed()) {
             return false; // a polled probe, not due yet
         }
@@ -622,6 +634,27 @@ impl<'a> Node<'a> {
             self.next = Some(Deadline::after(self.backoff.next()));
         }
         false
+    }
+
+    /// Whether a port probe's port was reported listening (a `listen()` event): that needs no
+    /// look of its own, so it is taken at once, whatever the poll schedule says. A TCP probe then
+    /// holds; an HTTP probe may send its request now.
+    fn heard_listen(&mut self, w: &Wait, now: &Now) -> bool {
+        let target = match self.probe {
+            Probe::Tcp(addr) => addr.unwrap_or_else(|| w.local_target(now)),
+            Probe::Http { .. } if !self.port_ok => w.local_target(now),
+            _ => return false,
+        };
+        if !now.listeners.iter().any(|l| covers(l.addr, target)) {
+            return false;
+        }
+        if let Probe::Http { .. } = self.probe {
+            self.port_ok = true;
+            self.next = None;
+            self.backoff = Backoff::new(SLOW_POLL_MAX);
+            return false;
+        }
+        true
     }
 
     /// HTTP: first the port (without a request), then requests at a slower pace.
@@ -691,7 +724,7 @@ impl Wait<'_> {
 
     /// Reads the system's listening sockets and matches them to the fixture's processes.
     fn listens_by_socket(&mut self, target: SocketAddr) -> Result<bool, Option<String>> {
-        let Some(all) = sys::tcp_listeners() else {
+        let Some(all) = self.scan.listeners() else {
             self.how = PortWatch::Connect; // cannot be read here (a sandbox): connect instead
             return Err(None);
         };
@@ -750,6 +783,7 @@ pub(crate) fn wait(
         },
         last_error: None,
         foreign: None,
+        scan: sys::ListenerScan::new(),
     };
     let mut watches = 0;
     let mut root = Node::new(ready, &mut watches, w.how);

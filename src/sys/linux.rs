@@ -584,7 +584,27 @@ pub struct TcpListener {
 /// per address family, no /proc text to parse); `/proc/net/tcp{,6}` when netlink is refused (a
 /// sandbox). `None` when neither can be read.
 pub fn tcp_listeners() -> Option<Vec<TcpListener>> {
-    diag::listeners().or_else(proc_net_listeners)
+    ListenerScan::new().listeners()
+}
+
+/// Repeated looks at the listening sockets, through one netlink socket (a readiness wait looks
+/// every few milliseconds: a socket per look would double its cost).
+pub struct ListenerScan {
+    sock: Option<std::os::fd::OwnedFd>,
+}
+
+impl ListenerScan {
+    pub fn new() -> ListenerScan {
+        ListenerScan { sock: diag::open() }
+    }
+
+    pub fn listeners(&mut self) -> Option<Vec<TcpListener>> {
+        let by_diag = self.sock.as_ref().and_then(diag::listeners);
+        if by_diag.is_none() {
+            self.sock = None; // refused once: /proc from now on
+        }
+        by_diag.or_else(proc_net_listeners)
+    }
 }
 
 fn proc_net_listeners() -> Option<Vec<TcpListener>> {
@@ -689,7 +709,7 @@ mod diag {
         inode: u32,
     }
 
-    pub(super) fn listeners() -> Option<Vec<TcpListener>> {
+    pub(super) fn open() -> Option<OwnedFd> {
         // SAFETY: plain syscall; the fd is owned below.
         let fd = unsafe {
             libc::socket(
@@ -698,14 +718,14 @@ mod diag {
                 NETLINK_SOCK_DIAG,
             )
         };
-        if fd < 0 {
-            return None;
-        }
         // SAFETY: just created.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub(super) fn listeners(sock: &OwnedFd) -> Option<Vec<TcpListener>> {
         let mut out = Vec::new();
         for family in [libc::AF_INET, libc::AF_INET6] {
-            dump(&sock, family as u8, &mut out)?;
+            dump(sock, family as u8, &mut out)?;
         }
         Some(out)
     }
@@ -944,7 +964,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mine = socket_inodes(super::super::getpid());
-        let by_diag = diag::listeners().expect("sock_diag");
+        let by_diag = diag::open()
+            .and_then(|s| diag::listeners(&s))
+            .expect("sock_diag");
         let by_proc = proc_net_listeners().expect("/proc/net/tcp");
         for (how, list) in [("sock_diag", by_diag), ("/proc", by_proc)] {
             let found = list.iter().find(|l| l.addr == addr);
