@@ -200,6 +200,14 @@ fn the_library_never_sleeps() {
 
 #[test]
 fn nothing_in_the_guardian_can_unwind() {
+    // What runs in the guardian: its modules (but launch.rs, the test side) and sys, which it calls.
+    let guardian_code: Vec<String> = library_files()
+        .into_iter()
+        .filter(|f| {
+            (f.starts_with("guardian/") && f != "guardian/launch.rs") || f.starts_with("sys/")
+        })
+        .collect();
+    assert!(guardian_code.len() >= 8, "{guardian_code:?}");
     for needle in [
         ".unwrap()",
         ".expect(",
@@ -207,23 +215,13 @@ fn nothing_in_the_guardian_can_unwind() {
         "unreachable!(",
         "todo!(",
     ] {
-        assert_eq!(
-            offenders(
-                needle,
-                &[
-                    "builder.rs",
-                    "deadline.rs",
-                    "error.rs",
-                    "fixture.rs",
-                    "lib.rs",
-                    "output.rs",
-                    "port.rs",
-                    "ready.rs",
-                    "guardian/launch.rs"
-                ]
-            ),
-            Vec::<String>::new(),
-            "{needle} in code the guardian runs"
+        let found: Vec<&String> = guardian_code
+            .iter()
+            .filter(|f| !uses(f, needle).is_empty())
+            .collect();
+        assert!(
+            found.is_empty(),
+            "{needle} in code the guardian runs: {found:?}"
         );
     }
 }
