@@ -13,6 +13,17 @@ use crate::guardian::{ListenEvents, Plan};
 use crate::{sys, Containment, Error, ProcessFixture, Ready};
 
 /// A signal to stop the server with (see [`Builder::stop_signal`]).
+///
+/// ```
+/// use process_fixture::{ProcessFixture, Ready, Signal};
+/// // PostgreSQL's fast shutdown is SIGINT; nginx's graceful one SIGQUIT.
+/// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none())
+///     .stop_signal(Signal::INT)
+///     .spawn()?;
+/// let report = srv.stop()?;
+/// assert!(report.to_string().contains("SIGINT"), "{report}");
+/// # Ok::<(), process_fixture::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Signal(i32);
 
@@ -60,6 +71,10 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// Echo every server line to the test's output when set (to anything but `0`), as
 /// [`Builder::echo_output`]`(true)` does for one fixture.
+///
+/// ```sh
+/// PROCESS_FIXTURE_ECHO=1 cargo test my_test -- --nocapture   # every line, live, prefixed "[my-server] "
+/// ```
 pub const ECHO_ENV: &str = "PROCESS_FIXTURE_ECHO";
 
 /// Configures and spawns a [`ProcessFixture`]. Made by [`ProcessFixture::builder`].

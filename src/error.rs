@@ -12,6 +12,17 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 /// The last lines of a server's stdout and stderr, carried by errors about a server that failed.
+///
+/// ```
+/// use process_fixture::{Error, ProcessFixture, Ready};
+/// let e = ProcessFixture::builder("sh").args(["-c", "echo 'config error: no such file' >&2; exit 3"])
+///     .ready(Ready::tcp())
+///     .spawn()
+///     .unwrap_err();
+/// let Error::ExitedBeforeReady { status, output, .. } = e else { panic!("{e}") };
+/// assert_eq!(status.code(), Some(3));
+/// assert!(output.stderr.contains("config error"));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutputTail {
     /// The last lines of stdout.
@@ -34,6 +45,20 @@ impl fmt::Display for OutputTail {
 }
 
 /// A process that holds a port: its pid and command line.
+///
+/// ```
+/// use process_fixture::{Error, ProcessFixture, Ready};
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?; // this test process listens
+/// let port = taken.local_addr()?.port();
+/// let e = ProcessFixture::builder("sleep").arg("60").port(port).ready(Ready::none())
+///     .spawn()
+///     .unwrap_err();
+/// let Error::PortInUse { holder, .. } = e else { panic!("{e}") };
+/// if let Some(holder) = holder { // None where the system does not tell (macOS)
+///     assert_eq!(holder.pid, std::process::id());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortHolder {
     /// The process id.
@@ -53,6 +78,22 @@ impl fmt::Display for PortHolder {
 }
 
 /// What a failed wait for readiness saw: enough to fix the test from the message alone.
+///
+/// ```
+/// use process_fixture::{Error, ProcessFixture, Ready};
+/// use std::time::Duration;
+/// # if std::process::Command::new("python3").arg("--version").output().is_err() { return; }
+/// // The server listens, but not on the fixture's port: `{port}` was forgotten.
+/// let e = ProcessFixture::builder("python3")
+///     .args(["-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); time.sleep(60)"])
+///     .ready(Ready::tcp())
+///     .ready_timeout(Duration::from_secs(2))
+///     .spawn()
+///     .unwrap_err();
+/// let Error::NotReady { diagnosis, .. } = e else { panic!("{e}") };
+/// println!("{diagnosis}"); // command, what was awaited, where it listened, a hint
+/// # let _ = diagnosis.hint;
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Diagnosis {
@@ -111,6 +152,15 @@ impl fmt::Display for Diagnosis {
 
 /// Everything that can go wrong. Each variant names the fixture's program and says what was
 /// wrong; those about a server that failed carry the tail of its output.
+///
+/// `Debug` prints the same lines as `Display`, so `unwrap()` in a test shows a readable report:
+///
+/// ```
+/// use process_fixture::{Error, ProcessFixture};
+/// let e = ProcessFixture::builder("no-such-server").spawn().unwrap_err();
+/// assert!(matches!(e, Error::ProgramNotFound { .. }));
+/// assert_eq!(format!("{e:?}"), format!("{e}"));
+/// ```
 #[non_exhaustive]
 pub enum Error {
     /// The program was not found: not a file, or not on `PATH`.

@@ -35,6 +35,15 @@ const STOP_REPORT_SLACK: Duration = Duration::from_secs(2);
 const FORKED_EXIT_WAIT: Duration = Duration::from_millis(100);
 
 /// How far the fixture's processes are contained (reported in [`StopReport::containment`]).
+///
+/// ```
+/// use process_fixture::{Containment, ProcessFixture, Ready};
+/// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none())
+///     .containment(Containment::ProcessGroup) // as on macOS: a `setsid` child would escape
+///     .spawn()?;
+/// assert_eq!(srv.stop()?.containment, Containment::ProcessGroup);
+/// # Ok::<(), process_fixture::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Containment {
@@ -46,6 +55,15 @@ pub enum Containment {
 }
 
 /// Where the fixture's guardian came from (reported in [`StopReport::guardian`]).
+///
+/// ```
+/// use process_fixture::{GuardianKind, ProcessFixture, Ready};
+/// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none()).spawn()?;
+/// let report = srv.stop()?;
+/// // Zygote normally; Forked under PROCESS_FIXTURE_FORCE=no-zygote.
+/// assert!(matches!(report.guardian, GuardianKind::Zygote | GuardianKind::Forked));
+/// # Ok::<(), process_fixture::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GuardianKind {
