@@ -40,11 +40,21 @@
 //! - **Output is always drained** from the first byte into bounded buffers (the last 1 MiB of
 //!   each stream), so a chatty server never blocks; [`ProcessFixture::stdout`] and
 //!   [`ProcessFixture::stderr`] give it back, and errors carry its tail.
-//! - **Readiness** ([`Ready`]) is polled from 0.5 ms with a growing interval capped at 20 ms, or
-//!   woken by the matching log line; a server that dies first fails `spawn` at once with its exit
-//!   status and output.
+//! - **Readiness** ([`Ready`], default [`Ready::tcp`]): on Linux the fixture learns from the
+//!   kernel that the server's own processes listen on its port (no connection reaches the server
+//!   before the test's own, and another process's listener is an error, not "ready"); HTTP status,
+//!   log lines (which may capture the port a server picked itself), unix sockets, files,
+//!   sd_notify, your own check, and `all`/`any` of them. A server that dies first fails `spawn`
+//!   at once with its exit status and output; a timeout says what it saw and what is probably
+//!   wrong ([`Diagnosis`]).
+//! - **Placeholders and a directory**: `{port}`, `{port:NAME}` and `{dir}` in arguments,
+//!   environment, files written by [`Builder::file`] (a config file that needs the port) and
+//!   probe paths; the fixture's own directory is removed after the stop.
+//! - **Another user** ([`Builder::user`]) for servers that refuse root, and a tokio API (feature
+//!   `tokio`: `Builder::spawn_async`, `ProcessFixture::stop_async`) that never blocks the executor.
 //! - **Teardown that leaves nothing**: dropping the fixture (or [`ProcessFixture::stop`]) runs the
-//!   stop sequence below. A test that panics gets the server's last 40 lines printed to stderr.
+//!   stop sequence below. A test that panics gets the server's last 40 lines in its own captured
+//!   output.
 //!
 //! # The process tree
 //! ```text
