@@ -1,0 +1,109 @@
+//! What the real-server examples share, and with them tests/real_servers.rs (which runs each
+//! example's `run` as a test): finding the server or skipping it, and one measured lifetime of a
+//! fixture that ends with the proof that nothing of the server survived (read from /proc: Linux).
+#![allow(dead_code)] // each example uses a different subset
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use process_fixture::{Builder, ProcessFixture};
+
+/// The crate's own test helpers: /proc readers, the port check, a plain HTTP GET.
+#[path = "../../tests/support/mod.rs"]
+pub mod support;
+
+/// What the examples return: any error ends them with a message and a failure status.
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Whether a missing server is a failure instead of a skip: CI installs every server
+/// (`.ci/run`), so there a missing one means the installation broke.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// `found` if the server is installed. Otherwise prints `skipped: <server> not installed` and
+/// gives `None`; in CI that is an error instead.
+pub fn installed(server: &str, found: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    match found {
+        Some(path) => Ok(Some(path)),
+        None if in_ci() => {
+            Err(format!("{server} not installed, and CI is set (.ci/run installs it)").into())
+        }
+        None => {
+            println!("skipped: {server} not installed");
+            Ok(None)
+        }
+    }
+}
+
+/// The program `name` in the directories of `PATH`, then in `more` (system directories that
+/// are often missing from a user's `PATH`, such as `/usr/sbin`).
+pub fn find_program(name: &str, more: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(more.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether we run as root, which PostgreSQL refuses to do.
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Waits until `count` lines of the server's output have matched `pattern` (each call of
+/// `wait_for_output` goes on after the line the previous one found).
+pub fn wait_for_lines(srv: &ProcessFixture, pattern: &str, count: usize) -> Result {
+    for _ in 0..count {
+        srv.wait_for_output(pattern, Duration::from_secs(30))?;
+    }
+    Ok(())
+}
+
+/// The pids of the server's processes below its leader, now.
+pub fn descendants(srv: &ProcessFixture) -> Vec<u32> {
+    support::descendants(srv.pid())
+        .iter()
+        .filter(|p| p.is_live())
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Starts the server, lets `talk` use it, stops it, prints the `StopReport` and the figures,
+/// and checks that nothing of the server survived: its process group is empty, every process
+/// it had is gone (not even a zombie), and its port binds again.
+pub fn exercise(
+    server: &str,
+    builder: &Builder,
+    talk: impl FnOnce(&ProcessFixture) -> Result,
+) -> Result {
+    let started = Instant::now();
+    let srv = builder.spawn()?;
+    let ready = started.elapsed();
+    println!(
+        "{server}: ready, leader pid {}, port {}",
+        srv.pid(),
+        srv.port()
+    );
+    talk(&srv)?; // on an error, dropping `srv` stops the server all the same
+    let (pgid, port) = (srv.pgid(), srv.port());
+    let mut alive = support::descendants(srv.pid());
+    alive.extend(support::Proc::read(srv.pid()));
+    alive.retain(support::Proc::is_live);
+    let report = srv.stop()?;
+    println!("{server}: {report}");
+    support::assert_nothing_left(pgid, &alive, port);
+    // The figures. Processes ended: all those alive before the stop (now gone). Next to it,
+    // StopReport::killed + 1: the leader and what the guardian itself had to signal besides it;
+    // a server that ends its own workers leaves it nothing else to signal.
+    println!(
+        "{server}: nothing survived; start-to-ready {:.1} ms, stop {:.1} ms, \
+         processes ended {} (StopReport::killed + 1 = {})",
+        ready.as_secs_f64() * 1e3,
+        report.elapsed.as_secs_f64() * 1e3,
+        alive.len(),
+        report.killed + 1
+    );
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Redis under a fixture: ready when it logs that it accepts connections, then a `PING`.
+//!
+//! ```text
+//! cargo run --example redis
+//! ```
+//!
+//! Needs `redis-server` (Debian: `apt-get install redis-server`). Without it, prints
+//! `skipped: redis not installed`, unless `CI` is set: then that is an error.
+//! tests/real_servers.rs runs this as a test.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use process_fixture::{ProcessFixture, Ready};
+
+fn main() -> common::Result {
+    run()
+}
+
+/// Starts redis-server, PINGs it, stops it and checks that nothing of it survived.
+pub fn run() -> common::Result {
+    let found = common::find_program("redis-server", &[]);
+    let Some(redis) = common::installed("redis", found)? else {
+        return Ok(());
+    };
+    let mut builder = ProcessFixture::builder(redis);
+    builder
+        .args(["--port", "{port}", "--bind", "127.0.0.1"])
+        // No snapshot, no append-only file: nothing to write at the stop; and whatever it
+        // writes goes to the fixture's directory.
+        .args(["--save", "", "--appendonly", "no", "--dir", "{dir}"])
+        // With no log file configured, Redis logs to stdout.
+        .ready(Ready::stdout("Ready to accept connections"))
+        .ready_timeout(Duration::from_secs(10));
+    common::exercise("redis", &builder, |srv| {
+        let reply = ping(srv.port())?;
+        println!("redis: PING -> {reply:?}");
+        assert_eq!(reply, "+PONG\r\n");
+        Ok(())
+    })
+}
+
+/// Sends `PING` (an inline command) and returns the reply line.
+fn ping(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut reply = [0; 7]; // "+PONG\r\n"
+    stream.read_exact(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
