@@ -234,7 +234,9 @@ fn lock_dir() -> Option<&'static Path> {
 /// a real directory that we can write to and in which nobody can replace our files: not
 /// writable by others, or sticky.
 fn prepare_shared(dir: &Path) -> bool {
-    let _ = fs::DirBuilder::new().mode(0o1777).create(dir);
+    if fs::symlink_metadata(dir).is_err() {
+        create_whole(dir);
+    }
     let Ok(mut meta) = fs::symlink_metadata(dir) else {
         return false;
     };
@@ -252,6 +254,34 @@ fn prepare_shared(dir: &Path) -> bool {
     let mode = meta.mode();
     let sticky_or_closed = mode & 0o1000 != 0 || mode & 0o022 == 0;
     meta.is_dir() && sticky_or_closed && writable(dir)
+}
+
+/// Makes `dir` with mode 1777 in one step as others see it: made and opened up under a name of
+/// its own, then renamed into place. `mkdir` applies the umask, so a directory made in place is
+/// 1755 until its `chmod`, and another user arriving in between would find it closed and fall
+/// back to private locks (measured: in 1 of 4–11 rounds of a root and a `nobody` process
+/// starting together). Losing the race to another process is fine: its directory is used. (A
+/// rename may replace a directory another process has just made, but only while it is empty:
+/// no lock file in it can be lost.)
+fn create_whole(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut staging_name = std::ffi::OsString::from(".");
+    staging_name.push(name);
+    staging_name.push(format!(".{}.{nanos}", std::process::id()));
+    let staging = parent.join(staging_name);
+    if fs::DirBuilder::new().mode(0o700).create(&staging).is_err() {
+        return;
+    }
+    let made = fs::set_permissions(&staging, fs::Permissions::from_mode(0o1777))
+        .and_then(|()| fs::rename(&staging, dir));
+    if made.is_err() {
+        let _ = fs::remove_dir(&staging);
+    }
 }
 
 /// A directory of our own, mode 0700.

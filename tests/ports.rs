@@ -123,6 +123,36 @@ fn a_second_user_shares_the_same_locks() {
     );
 }
 
+/// The shared lock directory is made by whichever process comes first; a process of another user
+/// that arrives while it is being made must still find it usable, not fall back to a private one
+/// (where its locks would exclude nobody). A private directory left in the temp directory is the
+/// trace of such a fallback. Before the directory was made whole and then renamed into place,
+/// another user arriving between its `mkdir` (umask applied) and its `chmod 1777` fell back.
+#[test]
+fn a_lock_directory_being_made_is_shared_with_another_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a second process as another user");
+        return;
+    }
+    for round in 0..40 {
+        let (tmp, port) = (Tmp::new("dir"), free_port());
+        let a = race(&tmp, port, 0, None);
+        let b = race(&tmp, port, 0, Some(65534));
+        let outs = [a.wait_with_output(), b.wait_with_output()].map(|o| o.expect("port-race"));
+        let private: Vec<String> = std::fs::read_dir(&tmp.0)
+            .expect("temp dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("process-fixture-ports-"))
+            .collect();
+        assert!(
+            private.is_empty(),
+            "round {round}: a racer fell back to private port locks {private:?}; outputs: {:?} {:?}",
+            String::from_utf8_lossy(&outs[0].stdout),
+            String::from_utf8_lossy(&outs[1].stdout),
+        );
+    }
+}
+
 #[test]
 fn a_port_that_cannot_be_bound_is_unavailable_not_in_use() {
     // Port 80 without privileges: EACCES, which is not "in use" by anybody.
