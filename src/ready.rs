@@ -555,14 +555,21 @@ impl<'a> Node<'a> {
         if let Probe::Line { .. } = ready.0 {
             *watches += 1;
         }
-        let backoff = match ready.0 {
+        let mut backoff = match ready.0 {
             Probe::Tcp(_) | Probe::Http { .. } => port_backoff(how),
             _ => Backoff::new(SLOW_POLL_MAX),
         };
+        // With `listen()` events the first look is the first safety-net look, not one at once:
+        // the server has not listened yet (the guardian would say), a stranger on the fixture's
+        // port was just ruled out by the bind check, and a look reads every TCP socket of the
+        // machine.
+        let port_probe = matches!(ready.0, Probe::Tcp(_) | Probe::Http { .. });
+        let next =
+            (port_probe && how == PortWatch::Events).then(|| Deadline::after(backoff.next()));
         Node {
             probe: &ready.0,
             done: false,
-            next: None,
+            next,
             backoff,
             port_ok: false,
             watch,
