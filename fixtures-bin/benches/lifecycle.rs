@@ -29,6 +29,7 @@
 //!
 //! Nothing is asserted about time: this prints figures.
 
+use fixtures_bin::monotonic_ns;
 use std::time::{Duration, Instant};
 
 use process_fixture::{ProcessFixture, Ready};
@@ -40,15 +41,6 @@ const TERM_BIT: u64 = 1 << (libc::SIGTERM - 1);
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 /// `block-term`'s grace and the group's grace after it (min(grace, 1 s)).
 const BLOCK_GRACE: Duration = Duration::from_millis(100);
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// A fixture of `mode` with `workers` workers (0: the server's default, for modes without any);
 /// `grace`: `None` keeps the default (5 s).

@@ -38,6 +38,7 @@
 //!
 //! Nothing is asserted about time: this prints figures.
 
+use fixtures_bin::monotonic_ns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -70,17 +71,6 @@ impl Mode {
 }
 
 const MODES: [Mode; 2] = [Mode::Events, Mode::Poll];
-
-/// CLOCK_MONOTONIC, in ns (signed: notice latencies are differences that may be negative).
-fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) as i64
-}
 
 /// utime + stime of this process (every thread).
 fn self_cpu() -> Duration {
@@ -170,7 +160,7 @@ fn sample(mode: Mode, delay_ms: u64) -> Sample {
     let fx = builder
         .spawn()
         .unwrap_or_else(|e| panic!("{} {delay_ms} ms: {e}", mode.name()));
-    let returned = monotonic_ns();
+    let returned = monotonic_ns() as i64;
     let wait = t.elapsed();
     let cpu = self_cpu().saturating_sub(cpu_before);
     let guardian_cpu = on_cpu(fx.guardian_pid());

@@ -817,19 +817,6 @@ pub fn socket_inodes(pid: Pid) -> Vec<u64> {
         .collect()
 }
 
-/// Every descendant of `pid` (children of all its threads, depth first).
-pub fn descendants(pid: Pid) -> Vec<Pid> {
-    let mut out = Vec::new();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        for_each_child(p, |c| {
-            out.push(c);
-            stack.push(c);
-        });
-    }
-    out
-}
-
 /// The command line of `pid` (arguments joined by spaces, at most 200 bytes), or its `comm` for
 /// a kernel thread or a zombie; `None` when it does not exist.
 pub fn command_line(pid: Pid) -> Option<String> {

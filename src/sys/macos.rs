@@ -280,15 +280,3 @@ pub fn socket_owner(_inodes: &[u64]) -> Option<Pid> {
 pub fn socket_inodes(_pid: Pid) -> Vec<u64> {
     Vec::new()
 }
-
-pub fn descendants(pid: Pid) -> Vec<Pid> {
-    let mut out = Vec::new();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        for_each_child(p, |c| {
-            out.push(c);
-            stack.push(c);
-        });
-    }
-    out
-}

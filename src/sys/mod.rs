@@ -30,6 +30,19 @@ compile_error!("process-fixture supports Linux and macOS");
 
 pub type Pid = libc::pid_t;
 
+/// Every descendant of `pid` (children of all its threads, depth first). Test side only.
+pub fn descendants(pid: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for_each_child(p, |c| {
+            out.push(c);
+            stack.push(c);
+        });
+    }
+    out
+}
+
 /// The calling thread's `errno`.
 pub fn errno() -> i32 {
     // `last_os_error` only reads errno; it does not allocate.

@@ -9,6 +9,7 @@
 //! See README.md next to Cargo.toml for one line per mode. Every mode first
 //! prints `fixture-server mode=<mode> pid=<pid>` to stderr.
 
+use fixtures_bin::monotonic_ns;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
@@ -189,18 +190,6 @@ fn write_chunk(stream: Stream, chunk: &[u8]) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------
 // Serving
 // ---------------------------------------------------------------------------
-
-/// CLOCK_MONOTONIC in nanoseconds (the clock benches compare against).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let (secs, nanos) = (ts.tv_sec.unsigned_abs(), ts.tv_nsec.unsigned_abs());
-    secs * 1_000_000_000 + nanos
-}
 
 /// Binds 127.0.0.1:`port` (0 picks a free port) or exits 1. Prints
 /// `bound_ns=<CLOCK_MONOTONIC ns>` to stderr once the port accepts connections.

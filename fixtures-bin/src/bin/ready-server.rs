@@ -20,6 +20,7 @@
 //! after that; `--exit-after-ms N` exits `--exit-code` (default 3) N ms after being ready. It dies
 //! on SIGTERM (default disposition).
 
+use fixtures_bin::monotonic_ns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixDatagram, UnixListener};
@@ -96,16 +97,6 @@ fn say(stderr: bool, line: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn notify(message: &str) {
