@@ -508,36 +508,31 @@ pub fn continue_listen_call(notify_fd: RawFd, id: u64) {
     unsafe { libc::ioctl(notify_fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &mut resp) };
 }
 
-/// Whether socket `fd` is listening (`SO_ACCEPTCONN`).
-pub fn is_listening(fd: RawFd) -> bool {
-    let mut on: libc::c_int = 0;
+/// An integer socket option at `SOL_SOCKET` level.
+fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid for an int-sized option.
     let ret = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut on as *mut libc::c_int).cast(),
+            option,
+            (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
     };
-    ret == 0 && on != 0
+    (ret == 0).then_some(value)
+}
+
+/// Whether socket `fd` is listening (`SO_ACCEPTCONN`).
+pub fn is_listening(fd: RawFd) -> bool {
+    socket_option(fd, libc::SO_ACCEPTCONN).is_some_and(|on| on != 0)
 }
 
 /// The local address of a TCP socket: `(family, address bytes (4 or 16 used), port)`.
 pub fn tcp_local_address(fd: RawFd) -> Option<(u16, [u8; 16], u16)> {
-    let mut proto: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if ret != 0 || proto != libc::IPPROTO_TCP {
+    if socket_option(fd, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP) {
         return None;
     }
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
