@@ -16,6 +16,10 @@
 //! - Durations saturate: no `Instant + Duration` outside `deadline.rs`, which uses `checked_add`.
 //! - The zygote's constructor hook is referenced where guardians are launched, so that the
 //!   linker keeps it in every test binary.
+//! - The tokio API adds no second child-exit watcher (DESIGN.md, child-exit monitoring: the
+//!   guardian is the only one) and `Drop` uses no runtime: nothing in the library uses
+//!   `tokio::process` or `tokio::signal`, blocks on a runtime, or looks one up; tokio appears
+//!   only in `async_api.rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -248,4 +252,23 @@ fn durations_saturate() {
 fn the_zygote_hook_is_kept_by_the_linker() {
     assert_eq!(uses("guardian/launch.rs", "black_box(&HOOK)").len(), 1);
     assert_eq!(uses("guardian/zygote.rs", "#[used]").len(), 1);
+}
+
+#[test]
+fn the_async_api_adds_no_child_watcher_and_drop_needs_no_runtime() {
+    for needle in [
+        "tokio::process",
+        "tokio::signal",
+        "block_on",
+        "Handle::current",
+        "Handle::try_current",
+    ] {
+        assert_eq!(offenders(needle, &[]), Vec::<String>::new(), "{needle}");
+    }
+    assert_eq!(
+        offenders("tokio::", &["async_api.rs"]),
+        Vec::<String>::new(),
+        "tokio outside async_api.rs"
+    );
+    assert!(!uses("async_api.rs", "tokio::task::spawn_blocking").is_empty());
 }
