@@ -729,8 +729,27 @@ impl Wait<'_> {
         }
     }
 
-    /// Reads the system's listening sockets and matches them to the fixture's processes.
+    /// Asks the kernel which socket listens for `target` and whether it is the fixture's: by
+    /// address first (a lookup, cheap enough to repeat every poll), and through every listening
+    /// socket when that cannot say (no sock_diag) or names another process's socket (a
+    /// stranger, or one socket of a `SO_REUSEPORT` group that holds ours too).
     fn listens_by_socket(&mut self, target: SocketAddr) -> Result<bool, Option<String>> {
+        if !target.ip().is_unspecified() {
+            match self.scan.listener_on(target) {
+                Some(None) => return Err(Some(format!("nothing listens on {target} yet"))),
+                Some(Some(l))
+                    if self.fx.can_inspect() && self.fx.socket_inodes().contains(&l.inode) =>
+                {
+                    return Ok(true)
+                }
+                _ => {}
+            }
+        }
+        self.listens_among_all(target)
+    }
+
+    /// Reads the system's listening sockets and matches them to the fixture's processes.
+    fn listens_among_all(&mut self, target: SocketAddr) -> Result<bool, Option<String>> {
         let Some(all) = self.scan.listeners() else {
             self.how = PortWatch::Connect; // cannot be read here (a sandbox): connect instead
             return Err(None);

@@ -271,6 +271,10 @@ impl ListenerScan {
     pub fn listeners(&mut self) -> Option<Vec<TcpListener>> {
         None
     }
+
+    pub fn listener_on(&mut self, _addr: std::net::SocketAddr) -> Option<Option<TcpListener>> {
+        None
+    }
 }
 
 pub fn socket_owner(_inodes: &[u64]) -> Option<Pid> {
