@@ -3,8 +3,9 @@
 //! Probes are event-driven where the system gives an event, and polled where it does not:
 //! - a line of output: matched by the monitor as it arrives, which wakes the waiter at once;
 //! - the port: on Linux the guardian hears of every `listen()` of the server's processes from the
-//!   kernel (seccomp), where available; otherwise the listening sockets of the system are read
-//!   (sock_diag netlink) and matched to the fixture's processes by socket inode, every ≤ 2 ms;
+//!   kernel (seccomp), where available; otherwise the kernel is asked every ≤ 2 ms which socket
+//!   listens on the fixture's address (sock_diag netlink), and its inode is matched to the
+//!   fixture's processes;
 //!   only where neither can be read (macOS) does a probe connect. No connection reaches the
 //!   server before the test's own, and a listener of another process is never taken for ours:
 //!   `spawn` fails with [`Error::PortInUse`] naming it;
