@@ -561,9 +561,9 @@ impl<'a> Node<'a> {
             _ => Backoff::new(SLOW_POLL_MAX),
         };
         // With `listen()` events the first look is the first safety-net look, not one at once:
-        // the server has not listened yet (the guardian would say), a stranger on the fixture's
-        // port was just ruled out by the bind check, and a look reads every TCP socket of the
-        // machine.
+        // the server has not listened yet (the guardian would say), and a stranger on the
+        // fixture's port was just ruled out by the bind check. A look then could only race the
+        // guardian's report and read the fixture's fds from /proc for nothing.
         let port_probe = matches!(ready.0, Probe::Tcp(_) | Probe::Http { .. });
         let next =
             (port_probe && how == PortWatch::Events).then(|| Deadline::after(backoff.next()));
