@@ -63,7 +63,9 @@ pub fn run() -> common::Result {
         .ready(Ready::http("/"))
         .ready_timeout(Duration::from_secs(10));
     common::exercise("nginx", &builder, |srv| {
-        common::wait_for_lines(srv, "start worker process", WORKERS)?;
+        // One line per worker; the pid keeps out the master's "start worker processes" line,
+        // which would otherwise count as one of them.
+        common::wait_for_lines(srv, r"start worker process [0-9]+$", WORKERS)?;
         let workers = common::descendants(srv);
         println!("nginx: master {} and workers {workers:?}", srv.pid());
         assert_eq!(workers.len(), WORKERS, "nginx workers");
