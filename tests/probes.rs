@@ -243,12 +243,14 @@ fn a_port_captured_from_a_line_becomes_the_fixtures_port() {
 
 #[test]
 fn named_ports_are_reserved_and_substituted() {
+    // ready-server listens in the order given: the admin port first, so that `{port}`
+    // listening (what Ready::tcp() waits for) means the admin port listens too.
     let fx = spawn_late(&late(
         &[
             "--listen",
-            "127.0.0.1:{port}",
-            "--listen",
             "127.0.0.1:{port:admin}",
+            "--listen",
+            "127.0.0.1:{port}",
         ],
         Ready::tcp(),
     ));
