@@ -472,7 +472,7 @@ impl Builder {
             line.push(' ');
             line.push_str(&arg.to_string_lossy());
         }
-        shorten(line, 300)
+        crate::text::shorten(line, 300)
     }
 
     pub(crate) fn echo(&self) -> Option<String> {
@@ -529,7 +529,7 @@ impl Builder {
     pub(crate) fn plan(&self, values: &Values, user: Option<&User>) -> Result<Plan, Error> {
         let program = self.program_name();
         let signal = self.stop_signal.as_raw();
-        if !(1..=MAX_SIGNAL).contains(&signal) {
+        if !(1..=sys::MAX_SIGNAL).contains(&signal) {
             return Err(Error::InvalidSignal { program, signal });
         }
         if self.containment == Some(Containment::Subreaper) && !cfg!(target_os = "linux") {
@@ -567,7 +567,7 @@ impl Builder {
         plan.stop_signal = signal;
         plan.grace = self.grace;
         plan.subreaper = self.containment != Some(Containment::ProcessGroup);
-        plan.pidfd = !forced("no-pidfd");
+        plan.pidfd = !crate::force::forced("no-pidfd");
         plan.listen = self.listen_choice();
         plan.uid = user.map(|u| u.uid).or(self.uid);
         plan.gid = user.map(|u| u.gid).or(self.gid);
@@ -641,7 +641,10 @@ impl Builder {
 
     /// Whether the guardian watches `listen()` calls, and at what price (see `listen_events`).
     fn listen_choice(&self) -> ListenEvents {
-        if forced("no-seccomp") || self.listen_events == Some(false) || !sys::LISTEN_EVENTS {
+        if crate::force::forced("no-seccomp")
+            || self.listen_events == Some(false)
+            || !sys::LISTEN_EVENTS
+        {
             return ListenEvents::Off;
         }
         match (sys::privileged(), self.listen_events) {
@@ -840,32 +843,6 @@ fn named_ports(text: &[u8]) -> Vec<String> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Cuts `text` to at most `max` bytes, on a character boundary, marking the cut.
-pub(crate) fn shorten(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
-/// The highest valid signal number.
-#[cfg(target_os = "linux")]
-const MAX_SIGNAL: i32 = 64;
-#[cfg(not(target_os = "linux"))]
-const MAX_SIGNAL: i32 = 31;
-
-/// Whether `PROCESS_FIXTURE_FORCE` (comma-separated) names this fallback (`no-pidfd`,
-/// `no-zygote`, `no-seccomp`): kernel features are probed at run time, and each fallback can be
-/// forced to test it (R8.3).
-pub(crate) fn forced(fallback: &str) -> bool {
-    std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.split(',').any(|f| f.trim() == fallback))
 }
 
 #[cfg(test)]

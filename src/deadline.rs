@@ -47,6 +47,31 @@ pub(crate) fn add(a: Duration, b: Duration) -> Duration {
     a.saturating_add(b)
 }
 
+/// Growing poll interval: 0.5 ms at first, ×1.5, capped.
+pub(crate) struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub fn new(cap: Duration) -> Backoff {
+        Backoff::starting(Duration::from_micros(500), cap)
+    }
+
+    pub fn starting(first: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            next: first.min(cap),
+            cap,
+        }
+    }
+
+    pub fn next(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (now * 3 / 2).min(self.cap);
+        now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

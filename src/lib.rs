@@ -100,11 +100,13 @@ mod builder;
 mod deadline;
 mod error;
 mod fixture;
+mod force;
 mod guardian;
 mod output;
 mod port;
 mod ready;
 mod sys;
+mod text;
 
 pub use builder::{Builder, Signal, DEFAULT_GRACE, DEFAULT_READY_TIMEOUT, ECHO_ENV};
 pub use error::{Diagnosis, Error, OutputTail, PortHolder};

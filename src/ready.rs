@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::deadline::Deadline;
-use crate::guardian::Backoff;
+use crate::deadline::{Backoff, Deadline};
 use crate::output::{LineWatch, Listener, State, Which};
 use crate::sys::{self, WaitStatus};
 use crate::{Error, PortHolder, ProcessFixture};

@@ -50,7 +50,7 @@ pub(crate) struct Launched {
 pub(crate) fn launch(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
     std::hint::black_box(&HOOK); // keeps the zygote's constructor hook in every test binary
     reap_pending();
-    if !crate::builder::forced("no-zygote") {
+    if !crate::force::forced("no-zygote") {
         if let Some(ctl) = via_zygote(plan, &stdout, &stderr)? {
             return Ok(Launched {
                 ctl,
@@ -296,7 +296,7 @@ static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 /// the others). A guardian from the zygote is the zygote's to reap.
 /// Returns its wait status when it was reaped here.
 pub(crate) fn reap_forked(pid: Pid, deadline: Deadline) -> Option<sys::WaitStatus> {
-    let mut backoff = super::Backoff::new(Duration::from_millis(5));
+    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(5));
     loop {
         match sys::try_reap(pid) {
             Ok(Some(status)) => return Some(status),

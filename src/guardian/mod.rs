@@ -37,7 +37,7 @@ pub(crate) use launch::{fork_gate, launch, reap_forked, Origin};
 pub(crate) use protocol::{stage_name, ListenEvents, Msg, Plan};
 pub(crate) use stop::{GROUP_GRACE_MAX, KILL_WAIT};
 
-use crate::deadline::Deadline;
+use crate::deadline::{Backoff, Deadline};
 use crate::sys::{self, ChildEvents, Pid};
 use listen::ListenWatch;
 use tree::{Leader, Tree};
@@ -277,30 +277,5 @@ impl Guardian<'_> {
         if fds[1].revents != 0 {
             self.serve_listen(fds[1].revents, false);
         }
-    }
-}
-
-/// Growing poll interval: 0.5 ms at first, ×1.5, capped.
-pub(crate) struct Backoff {
-    next: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    pub fn new(cap: Duration) -> Backoff {
-        Backoff::starting(Duration::from_micros(500), cap)
-    }
-
-    pub fn starting(first: Duration, cap: Duration) -> Backoff {
-        Backoff {
-            next: first.min(cap),
-            cap,
-        }
-    }
-
-    pub fn next(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (now * 3 / 2).min(self.cap);
-        now
     }
 }

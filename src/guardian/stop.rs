@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use super::protocol::Msg;
-use super::{Backoff, Guardian};
+use super::Guardian;
+use crate::deadline::Backoff;
 use crate::deadline::Deadline;
 use crate::sys;
 

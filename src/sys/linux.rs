@@ -879,15 +879,7 @@ pub fn command_line(pid: Pid) -> Option<String> {
         text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         text = format!("[{}]", text.trim_end());
     }
-    if text.len() > 200 {
-        let mut cut = 200;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    Some(text)
+    Some(crate::text::shorten(text, 200))
 }
 
 /// A process holding one of these socket inodes (a scan of every `/proc/*/fd`: slow, for error

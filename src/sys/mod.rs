@@ -549,11 +549,11 @@ pub fn signal(target: Target, sig: libc::c_int) -> Result<(), SignalError> {
 // ---------------------------------------------------------------------------------------------
 // Signal dispositions
 
-/// The highest signal number to reset.
+/// The highest valid signal number.
 #[cfg(target_os = "linux")]
-const MAX_SIGNAL: libc::c_int = 64;
+pub(crate) const MAX_SIGNAL: libc::c_int = 64;
 #[cfg(not(target_os = "linux"))]
-const MAX_SIGNAL: libc::c_int = 31;
+pub(crate) const MAX_SIGNAL: libc::c_int = 31;
 
 /// Empty signal mask and default dispositions, for the server just before exec: a harness that
 /// blocks or ignores SIGTERM must not make the server immune to it.
