@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::report::StopReport;
+
 /// The last lines of a server's stdout and stderr, carried by errors about a server that failed.
 ///
 /// ```
@@ -24,6 +26,7 @@ use std::time::Duration;
 /// assert!(output.stderr.contains("config error"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutputTail {
     /// The last lines of stdout.
     pub stdout: String,
@@ -60,17 +63,18 @@ impl fmt::Display for OutputTail {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PortHolder {
     /// The process id.
     pub pid: u32,
-    /// Its command line (shortened), or its name.
+    /// Its command line (shortened), or its name, or why it cannot be read.
     pub command: String,
 }
 
 impl fmt::Display for PortHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.pid == std::process::id() {
-            write!(f, "this test process (pid {}; another fixture)", self.pid)
+            write!(f, "this test process (pid {})", self.pid)
         } else {
             write!(f, "pid {} ({})", self.pid, self.command)
         }
@@ -150,6 +154,88 @@ impl fmt::Display for Diagnosis {
     }
 }
 
+/// Where starting the server failed ([`Error::Exec`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExecStage {
+    /// Forking the server's process.
+    Fork,
+    /// Changing to its working directory.
+    WorkingDir,
+    /// Switching to its user and groups.
+    Credentials,
+    /// Setting up the guardian process that runs it.
+    Setup,
+    /// `exec` of the program (for example `EACCES`: not executable).
+    Exec,
+}
+
+impl fmt::Display for ExecStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecStage::Fork => "fork",
+            ExecStage::WorkingDir => "changing to the working directory",
+            ExecStage::Credentials => "switching user and groups",
+            ExecStage::Setup => "setting up the guardian",
+            ExecStage::Exec => "exec",
+        })
+    }
+}
+
+/// Why a stop could not confirm that every process is gone ([`Error::StopIncomplete`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StopFailure {
+    /// Processes were still alive after SIGKILL and the wait that follows it.
+    StillAlive {
+        /// How long they were waited for after SIGKILL.
+        waited: Duration,
+    },
+    /// The fixture's processes could not be listed, so none could be confirmed gone; SIGKILL
+    /// was sent to the group and to every process still visible.
+    CannotList {
+        /// Why they could not be listed.
+        reason: io::Error,
+    },
+    /// The guardian died before it finished the stop (the OOM killer, a stray `kill -9`).
+    GuardianDied {
+        /// Its exit status, when known.
+        status: Option<ExitStatus>,
+        /// What became of the server (its parent-death signal, the zygote's clean-up).
+        fate: &'static str,
+    },
+    /// No report came from the guardian in time.
+    NoReport {
+        /// How long it was waited for.
+        waited: Duration,
+    },
+}
+
+impl fmt::Display for StopFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopFailure::StillAlive { waited } => {
+                write!(f, "processes were still alive {waited:?} after SIGKILL")
+            }
+            StopFailure::CannotList { reason } => write!(
+                f,
+                "the fixture's processes could not be listed ({reason}), so none could be \
+                 confirmed gone; SIGKILL was sent to the group and every process still visible"
+            ),
+            StopFailure::GuardianDied { status, fate } => {
+                write!(f, "the guardian died before finishing the stop")?;
+                if let Some(status) = status {
+                    write!(f, " ({status})")?;
+                }
+                write!(f, ": {fate}")
+            }
+            StopFailure::NoReport { waited } => {
+                write!(f, "no report from the guardian within {waited:?}")
+            }
+        }
+    }
+}
+
 /// Everything that can go wrong. Each variant names the fixture's program and says what was
 /// wrong; those about a server that failed carry the tail of its output.
 ///
@@ -172,8 +258,8 @@ pub enum Error {
     Exec {
         /// The program as given.
         program: String,
-        /// What failed: `"exec"`, `"changing to the working directory"`, …
-        stage: &'static str,
+        /// What failed.
+        stage: ExecStage,
         /// The OS error.
         source: io::Error,
     },
@@ -255,15 +341,10 @@ pub enum Error {
     NotReady {
         /// The program.
         program: String,
-        /// What was awaited, for example `a TCP connection to 127.0.0.1:40123`.
-        awaited: String,
-        /// How long we waited.
-        waited: Duration,
-        /// The last probe error, if any.
-        last_error: Option<String>,
         /// The last lines of its output.
         output: Box<OutputTail>,
-        /// What the wait saw: processes alive, where they listened, a hint.
+        /// What the wait saw: what was awaited and for how long, the last probe error, the
+        /// processes alive, where they listened, a hint.
         diagnosis: Box<Diagnosis>,
     },
     /// [`ProcessFixture::wait_for_output`](crate::ProcessFixture::wait_for_output): no line
@@ -309,8 +390,24 @@ pub enum Error {
     StopIncomplete {
         /// The program.
         program: String,
-        /// What was seen.
-        detail: String,
+        /// What went wrong.
+        failure: StopFailure,
+        /// What the stop did, when the guardian reported it.
+        report: Option<Box<StopReport>>,
+    },
+    /// The server had exited on its own before the stop, killed by a signal or with a
+    /// non-zero status: it crashed mid-test. Returned by
+    /// [`ProcessFixture::stop`](crate::ProcessFixture::stop) (and the reason `Drop` panics)
+    /// unless [`Builder::allow_early_exit`](crate::Builder::allow_early_exit) was set.
+    ExitedBeforeStop {
+        /// The program.
+        program: String,
+        /// The leader's exit status.
+        status: ExitStatus,
+        /// What the stop did (it still made sure nothing is left).
+        report: Box<StopReport>,
+        /// The last lines of its output.
+        output: Box<OutputTail>,
     },
     /// A feature that this platform does not have was required.
     Unsupported {
@@ -364,6 +461,7 @@ impl Error {
             | Error::User { program, .. }
             | Error::File { program, .. }
             | Error::StopIncomplete { program, .. }
+            | Error::ExitedBeforeStop { program, .. }
             | Error::Unsupported { program, .. }
             | Error::Io { program, .. } => program,
         }
@@ -379,20 +477,12 @@ impl fmt::Display for Error {
                     "program not found: {program:?} (not a file, and not on PATH)"
                 )
             }
-            Error::Exec {
-                program,
-                stage,
-                source,
-            } => write!(f, "could not start {program:?}: {stage} failed: {source}"),
-            Error::CurrentDir {
-                program,
-                path,
-                source,
-            } => write!(
-                f,
-                "{program:?}: bad working directory {}: {source}",
-                path.display()
-            ),
+            Error::Exec { program, stage, .. } => {
+                write!(f, "could not start {program:?}: {stage} failed")
+            }
+            Error::CurrentDir { program, path, .. } => {
+                write!(f, "{program:?}: bad working directory {}", path.display())
+            }
             Error::InvalidRegex {
                 program,
                 pattern,
@@ -423,11 +513,9 @@ impl fmt::Display for Error {
                     None => Ok(()),
                 }
             }
-            Error::PortUnavailable {
-                program,
-                port,
-                source,
-            } => write!(f, "{program:?}: port {port} cannot be used: {source}"),
+            Error::PortUnavailable { program, port, .. } => {
+                write!(f, "{program:?}: port {port} cannot be used")
+            }
             Error::ExitedBeforeReady {
                 program,
                 status,
@@ -439,13 +527,12 @@ impl fmt::Display for Error {
             ),
             Error::NotReady {
                 program,
-                waited,
                 output,
                 diagnosis,
-                ..
             } => write!(
                 f,
-                "{program:?} was not ready after {waited:.2?}\n{diagnosis}{output}"
+                "{program:?} was not ready after {:.2?}\n{diagnosis}{output}",
+                diagnosis.waited
             ),
             Error::OutputTimeout {
                 program,
@@ -466,22 +553,35 @@ impl fmt::Display for Error {
                 user,
                 reason,
             } => write!(f, "{program:?}: cannot run as user {user:?}: {reason}"),
-            Error::File {
-                program,
-                path,
-                source,
-            } => write!(f, "{program:?}: cannot write {}: {source}", path.display()),
-            Error::StopIncomplete { program, detail } => {
-                write!(f, "stopping {program:?} did not complete: {detail}")
+            Error::File { program, path, .. } => {
+                write!(f, "{program:?}: cannot write {}", path.display())
             }
+            Error::StopIncomplete {
+                program,
+                failure,
+                report,
+            } => {
+                write!(f, "stopping {program:?} did not complete: {failure}")?;
+                match report {
+                    Some(report) => write!(f, " ({report})"),
+                    None => Ok(()),
+                }
+            }
+            Error::ExitedBeforeStop {
+                program,
+                status,
+                output,
+                ..
+            } => write!(
+                f,
+                "{program:?} had exited on its own before the stop ({status})\n{output}"
+            ),
             Error::Unsupported { program, what } => {
                 write!(f, "{program:?}: not supported on this platform: {what}")
             }
             Error::Io {
-                program,
-                context,
-                source,
-            } => write!(f, "{program:?}: {context}: {source}"),
+                program, context, ..
+            } => write!(f, "{program:?}: {context}"),
         }
     }
 }

@@ -97,19 +97,35 @@
 #[cfg(feature = "tokio")]
 mod async_api;
 mod builder;
+mod config;
 mod deadline;
+mod diagnose;
+mod dir;
 mod error;
 mod fixture;
 mod force;
 mod guardian;
+mod inspect;
 mod output;
+mod placeholders;
+mod plan;
 mod port;
 mod ready;
+mod report;
+mod running;
+mod signal;
+mod spawn;
 mod sys;
+mod teardown;
 mod text;
+mod wait_output;
 
-pub use builder::{Builder, Signal, DEFAULT_GRACE, DEFAULT_READY_TIMEOUT, ECHO_ENV};
-pub use error::{Diagnosis, Error, OutputTail, PortHolder};
-pub use fixture::{Containment, GuardianKind, ProcessFixture, StopReport};
+pub use builder::Builder;
+pub use config::{DEFAULT_GRACE, DEFAULT_READY_TIMEOUT, ECHO_ENV};
+pub use error::{Diagnosis, Error, ExecStage, OutputTail, PortHolder, StopFailure};
+pub use fixture::ProcessFixture;
+pub use inspect::Process;
 pub use output::OUTPUT_CAP;
 pub use ready::Ready;
+pub use report::{Containment, GuardianKind, StopReport};
+pub use signal::Signal;

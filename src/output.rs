@@ -200,6 +200,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The server is dead: every process exited, or the leader failed (a non-zero exit or a
+    /// signal) even if a helper it started lives on. Only a leader that exits 0 while its
+    /// descendants live has daemonised.
+    pub(crate) fn dead(&self) -> Option<sys::WaitStatus> {
+        self.gone.or(self.leader_exit.filter(|&status| status != 0))
+    }
+
     fn push(&mut self, stderr: bool, bytes: &[u8]) {
         let stream = if stderr {
             &mut self.stderr

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use process_fixture::{Builder, Error, ProcessFixture, Ready, Signal};
+use process_fixture::{Builder, Error, ExecStage, ProcessFixture, Ready, Signal};
 
 const EVENTUALLY: Duration = Duration::from_secs(20);
 /// The environment of a running process, as `KEY=value` strings.
@@ -55,9 +55,28 @@ fn spawn_err(b: &Builder) -> Error {
     }
 }
 
-/// The error's `Display` is non-empty and mentions each of `needles`.
+/// The error's chain (its `Display`, then each `source()`), as `cargo test` and anyhow print it.
+fn chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!("\nCaused by: {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// The error's chain is non-empty and mentions each of `needles`; its cause is said once.
 fn assert_says(e: &Error, needles: &[&str]) {
-    let text = e.to_string();
+    if let Some(source) = std::error::Error::source(e) {
+        let cause = source.to_string();
+        assert!(
+            !e.to_string().contains(&cause),
+            "the cause {cause:?} is printed twice in the chain: {}",
+            chain(e)
+        );
+    }
+    let text = chain(e);
     assert!(!text.trim().is_empty(), "empty Display for {e:?}");
     for n in needles {
         assert!(
@@ -135,7 +154,7 @@ fn a_file_that_is_not_executable_is_an_exec_error_with_eacces() {
             source,
         } => {
             assert_eq!(Path::new(program), script);
-            assert_eq!(*stage, "exec");
+            assert_eq!(*stage, ExecStage::Exec);
             assert_eq!(source.raw_os_error(), Some(libc::EACCES), "{source:?}");
         }
         other => panic!("expected Exec, got {other:?}"),
@@ -160,7 +179,7 @@ fn a_script_with_a_missing_interpreter_is_an_exec_error_with_enoent() {
     let e = spawn_err(ProcessFixture::builder(&script).ready(Ready::none()));
     match &e {
         Error::Exec { stage, source, .. } => {
-            assert_eq!(*stage, "exec");
+            assert_eq!(*stage, ExecStage::Exec);
             assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{source:?}");
         }
         other => panic!("expected Exec, got {other:?}"),
@@ -409,13 +428,11 @@ fn a_server_that_never_gets_ready_is_not_ready_and_is_stopped() {
     let e = spawn_err(&b);
     match &e {
         Error::NotReady {
-            awaited,
-            waited,
-            output,
-            ..
+            output, diagnosis, ..
         } => {
+            let (awaited, waited) = (&diagnosis.awaited, diagnosis.waited);
             assert!(awaited.contains("127.0.0.1:"), "{awaited}");
-            assert!(*waited >= Duration::from_millis(500), "{waited:?}");
+            assert!(waited >= Duration::from_millis(500), "{waited:?}");
             assert!(
                 output.stdout.contains("will never bind"),
                 "the error carries the output tail: {output:?}"

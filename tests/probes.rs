@@ -121,9 +121,9 @@ fn http_is_asked_only_once_the_port_listens_and_takes_the_codes_given() {
     .ready_timeout(Duration::from_millis(700))
     .spawn();
     match not_2xx {
-        Err(Error::NotReady { last_error, .. }) => {
-            let last = last_error.unwrap_or_default();
-            assert!(last.ends_with("HTTP status 401"), "{last}");
+        Err(Error::NotReady { diagnosis, .. }) => {
+            let last = diagnosis.last_error.clone().unwrap_or_default();
+            assert!(last.starts_with("GET / answered 401"), "{last}");
         }
         other => panic!("401 is not 2xx: {other:?}"),
     }
@@ -187,8 +187,12 @@ fn custom_probe_gets_the_fixture_and_its_error_is_reported() {
     .spawn()
     .expect_err("never ready");
     match &e {
-        Error::NotReady { last_error, .. } => {
-            assert_eq!(last_error.as_deref(), Some("the database is not up"), "{e}");
+        Error::NotReady { diagnosis, .. } => {
+            assert_eq!(
+                diagnosis.last_error.as_deref(),
+                Some("the database is not up"),
+                "{e}"
+            );
         }
         other => panic!("expected NotReady, got {other}"),
     }
@@ -396,9 +400,13 @@ fn a_later_line_is_awaited_and_a_death_meanwhile_fails_at_once() {
         t.elapsed()
     );
     assert!(!fx.is_running());
-    let report = fx.stop().expect("stop");
-    assert!(report.exited_before_stop, "{report:?}");
-    assert_eq!(report.exit_status.and_then(|s| s.code()), Some(4));
+    match fx.stop() {
+        Err(Error::ExitedBeforeStop { report, .. }) => {
+            assert!(report.exited_before_stop, "{report:?}");
+            assert_eq!(report.exit_status.and_then(|s| s.code()), Some(4));
+        }
+        other => panic!("a crash is an error of stop(): {other:?}"),
+    }
 }
 
 /// Runs `body` in a fresh copy of this test binary with `--nocapture`, and returns its stderr.
@@ -442,8 +450,8 @@ fn a_slow_start_prints_progress_lines() {
 }
 
 #[test]
-fn a_server_that_died_mid_test_is_reported_by_drop() {
-    let Some(stderr) = nocapture_run("a_server_that_died_mid_test_is_reported_by_drop", || {
+fn a_server_that_crashed_mid_test_fails_the_test_in_drop() {
+    let crashed = || {
         let fx = late(
             &["--say", "up", "--exit-after-ms", "10"],
             Ready::stdout("^up$"),
@@ -451,14 +459,47 @@ fn a_server_that_died_mid_test_is_reported_by_drop() {
         .spawn()
         .expect("spawn");
         assert!(support::wait_until(SOON, || !fx.is_running()));
-        drop(fx);
-    }) else {
-        return;
+        fx
     };
+    let fx = crashed();
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fx)))
+        .expect_err("Drop of a crashed server panics");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
-        stderr.contains("had exited on its own before it was dropped (exit status: 3)"),
-        "{stderr}"
+        message.contains("had exited on its own before the stop (exit status: 3)")
+            && message.contains("up"),
+        "the panic says what happened and shows the output: {message}"
     );
+
+    // Already unwinding: Drop only reports (a second panic would abort the test binary).
+    let fx = crashed();
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _fx = fx;
+        panic!("the test's own failure");
+    }))
+    .expect_err("the test's panic");
+    assert_eq!(
+        panic.downcast_ref::<&str>(),
+        Some(&"the test's own failure")
+    );
+
+    // stop() says the same as a typed error, and allow_early_exit() opts out.
+    match crashed().stop() {
+        Err(Error::ExitedBeforeStop { status, report, .. }) => {
+            assert_eq!(status.code(), Some(3));
+            assert!(report.exited_before_stop, "{report}");
+        }
+        other => panic!("expected ExitedBeforeStop, got {other:?}"),
+    }
+    let allowed = late(
+        &["--say", "up", "--exit-after-ms", "10"],
+        Ready::stdout("^up$"),
+    )
+    .allow_early_exit()
+    .spawn()
+    .expect("spawn");
+    assert!(support::wait_until(SOON, || !allowed.is_running()));
+    drop(allowed); // no panic
 }
 
 #[test]

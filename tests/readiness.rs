@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use process_fixture::{Builder, Error, ProcessFixture, Ready, OUTPUT_CAP};
+use process_fixture::{Builder, Diagnosis, Error, ProcessFixture, Ready, OUTPUT_CAP};
 
 /// Deadline for things that must happen soon. Generous: the tests run in parallel on a loaded
 /// machine.
@@ -134,11 +134,11 @@ fn pattern_on_the_wrong_stream_is_not_ready() {
     let took = started.elapsed();
     match result {
         Err(Error::NotReady {
-            awaited,
-            waited,
-            output,
-            ..
+            diagnosis, output, ..
         }) => {
+            let Diagnosis {
+                awaited, waited, ..
+            } = *diagnosis;
             assert!(awaited.contains("READY port="), "awaited: {awaited}");
             assert!(awaited.contains("stdout"), "awaited: {awaited}");
             assert!(!awaited.contains("stderr"), "awaited: {awaited}");
@@ -222,12 +222,14 @@ fn never_binding_server_is_not_ready_and_is_stopped() {
         .spawn();
     match result {
         Err(Error::NotReady {
-            awaited,
-            waited,
-            last_error,
-            output,
-            ..
+            diagnosis, output, ..
         }) => {
+            let Diagnosis {
+                awaited,
+                waited,
+                last_error,
+                ..
+            } = *diagnosis;
             assert!(
                 awaited.starts_with("127.0.0.1:") && awaited.ends_with("to listen"),
                 "awaited: {awaited}"
@@ -443,17 +445,14 @@ fn http_probe_not_ready_names_the_url_and_the_last_status() {
         .spawn()
         .expect_err("never 2xx within the timeout");
     match &e {
-        Error::NotReady {
-            awaited,
-            last_error,
-            ..
-        } => {
+        Error::NotReady { diagnosis, .. } => {
+            let awaited = &diagnosis.awaited;
             assert!(
                 awaited.contains("GET http://127.0.0.1:") && awaited.ends_with("/health"),
                 "{awaited}"
             );
-            let last = last_error.as_deref().unwrap_or_default();
-            assert!(last.ends_with("HTTP status 503"), "{last}");
+            let last = diagnosis.last_error.as_deref().unwrap_or_default();
+            assert!(last.starts_with("GET /health answered 503"), "{last}");
         }
         other => panic!("expected NotReady, got {other:?}"),
     }

@@ -151,7 +151,7 @@ fn the_stop_report_says_how_the_server_ended(
     };
     assert_eq!(how, ended, "{mode}: {report}");
     assert_eq!(report.escalated, escalated, "{mode}: {report}");
-    assert_eq!(report.killed, workers, "{mode}: {report}");
+    assert_eq!(report.processes_signalled, workers, "{mode}: {report}");
     assert!(!report.exited_before_stop, "{mode}: {report}");
     support::assert_nothing_left(pgid, &tree, port);
 }

@@ -91,7 +91,11 @@ fn a_file_outside_the_directory_is_refused() {
             .spawn()
             .expect_err(name);
         assert!(matches!(e, Error::File { .. }), "{name}: {e}");
-        assert!(e.to_string().contains("inside its directory"), "{e}");
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(
+            cause.unwrap_or_default().contains("inside its directory"),
+            "{e}"
+        );
     }
 }
 

@@ -103,7 +103,7 @@ pub fn exercise(
         ready.as_secs_f64() * 1e3,
         report.elapsed.as_secs_f64() * 1e3,
         alive.len(),
-        report.killed + 1
+        report.processes_signalled + 1
     );
     Ok(())
 }

@@ -289,7 +289,7 @@ fn main() {
         forking_wall.push(t.elapsed());
         forking_report.push(report.elapsed);
         assert!(
-            !report.escalated && report.killed == 2,
+            !report.escalated && report.processes_signalled == 2,
             "forking-master: {report}"
         );
     }
@@ -323,7 +323,12 @@ fn main() {
             settle(&fx, 0, Masks::ignores_term, any);
             fx
         },
-        |r| assert!(r.escalated && r.killed == 0, "ignore-term: {r}"),
+        |r| {
+            assert!(
+                r.escalated && r.processes_signalled == 0,
+                "ignore-term: {r}"
+            )
+        },
     );
     wall.print("ignore-term, grace 5 s: stop(), wall");
     elapsed.print("ignore-term, grace 5 s: StopReport.elapsed");
@@ -338,7 +343,7 @@ fn main() {
                 settle(&fx, 0, Masks::blocks_term, any);
                 fx
             },
-            |r| assert!(r.escalated && r.killed == 0, "block-term: {r}"),
+            |r| assert!(r.escalated && r.processes_signalled == 0, "block-term: {r}"),
         );
         let graces = grace * 2;
         let name = format!("block-term, grace {grace:?}");
@@ -373,7 +378,12 @@ fn main() {
             settle(&fx, 3, any, Masks::ignores_term);
             fx
         },
-        |r| assert!(r.escalated && r.killed == 3, "workers-ignore-term: {r}"),
+        |r| {
+            assert!(
+                r.escalated && r.processes_signalled == 3,
+                "workers-ignore-term: {r}"
+            )
+        },
     );
     wall.print("workers-ignore-term (3 workers), grace 5 s: stop(), wall");
     elapsed.print("workers-ignore-term (3 workers), grace 5 s: StopReport.elapsed");

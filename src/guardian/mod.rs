@@ -34,7 +34,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub(crate) use launch::{fork_gate, launch, reap_forked, Origin};
-pub(crate) use protocol::{stage_name, ListenEvents, Msg, Plan};
+pub(crate) use protocol::{ListenEvents, Msg, Plan};
 pub(crate) use stop::{GROUP_GRACE_MAX, KILL_WAIT};
 
 use crate::deadline::{Backoff, Deadline};

@@ -113,17 +113,6 @@ pub(crate) const STAGE_EXEC: u32 = 3;
 pub(crate) const STAGE_CREDENTIALS: u32 = 4;
 pub(crate) const STAGE_SETUP: u32 = 5;
 
-/// The name of a failed stage, for error messages.
-pub(crate) fn stage_name(stage: u32) -> &'static str {
-    match stage {
-        STAGE_CHDIR => "changing to the working directory",
-        STAGE_EXEC => "exec",
-        STAGE_CREDENTIALS => "switching user and groups",
-        STAGE_SETUP => "setting up the guardian",
-        _ => "fork",
-    }
-}
-
 /// Whether to watch `listen()` calls through seccomp (see `guardian::listen`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ListenEvents {

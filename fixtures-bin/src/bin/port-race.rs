@@ -104,7 +104,7 @@ fn main() {
                 "spawned: {}",
                 fx.stop().map_or_else(|e| e.to_string(), |r| r.to_string())
             ),
-            Err(e) => println!("error: {e}"),
+            Err(e) => println!("error: {}", chain(&e)),
         }
         return;
     }
@@ -135,4 +135,15 @@ fn main() {
     for e in other {
         println!("{e}");
     }
+}
+
+/// The error and its causes, one after the other.
+fn chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }

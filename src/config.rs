@@ -1,0 +1,134 @@
+//! A fixture's configuration, as the builder collects it and `spawn` reads it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::placeholders::{find, named_ports};
+use crate::ready::Ready;
+use crate::report::Containment;
+use crate::signal::Signal;
+
+/// How long `spawn` waits for readiness by default.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the leader gets to exit after the stop signal by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// Echo every server line to the test's output when set (to anything but `0`), as
+/// [`Builder::echo_output`](crate::Builder::echo_output)`(true)` does for one fixture.
+///
+/// ```sh
+/// PROCESS_FIXTURE_ECHO=1 cargo test my_test -- --nocapture   # every line, live, prefixed "[my-server] "
+/// ```
+pub const ECHO_ENV: &str = "PROCESS_FIXTURE_ECHO";
+
+/// Everything a [`Builder`](crate::Builder) was told.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    /// Changes to the inherited environment: `Some` sets, `None` removes.
+    pub(crate) env: BTreeMap<OsString, Option<OsString>>,
+    pub(crate) env_clear: bool,
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) port: Option<u16>,
+    pub(crate) ready: Ready,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) stop_signal: Signal,
+    pub(crate) containment: Option<Containment>,
+    pub(crate) listen_events: Option<bool>,
+    pub(crate) files: Vec<(PathBuf, Vec<u8>)>,
+    pub(crate) temp_dir: bool,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) user: Option<String>,
+    pub(crate) echo: Option<bool>,
+    /// Whether the server may exit on its own before the stop
+    /// ([`Builder::allow_early_exit`](crate::Builder::allow_early_exit)).
+    pub(crate) allow_early_exit: bool,
+}
+
+impl Config {
+    pub(crate) fn new(program: &OsStr) -> Config {
+        Config {
+            program: program.to_owned(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            env_clear: false,
+            current_dir: None,
+            port: None,
+            ready: Ready::tcp(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            grace: DEFAULT_GRACE,
+            stop_signal: Signal::TERM,
+            containment: None,
+            listen_events: None,
+            files: Vec::new(),
+            temp_dir: false,
+            uid: None,
+            gid: None,
+            user: None,
+            echo: None,
+            allow_early_exit: false,
+        }
+    }
+
+    pub(crate) fn program_name(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    pub(crate) fn echo(&self) -> Option<String> {
+        let from_env = || std::env::var_os(ECHO_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        let on = self.echo.unwrap_or_else(from_env);
+        on.then(|| {
+            let name = Path::new(&self.program)
+                .file_name()
+                .unwrap_or(&self.program);
+            name.to_string_lossy().into_owned()
+        })
+    }
+
+    pub(crate) fn containment(&self) -> Containment {
+        match self.containment {
+            Some(c) => c,
+            None if cfg!(target_os = "linux") => Containment::Subreaper,
+            None => Containment::ProcessGroup,
+        }
+    }
+
+    /// Every text placeholders may appear in.
+    pub(crate) fn texts(&self) -> impl Iterator<Item = &[u8]> {
+        let args = self.args.iter().map(|a| a.as_bytes());
+        let env = self.env.values().flatten().map(|v| v.as_bytes());
+        let files = self
+            .files
+            .iter()
+            .flat_map(|(name, body)| [name.as_os_str().as_bytes(), body.as_slice()]);
+        let dir = self.current_dir.iter().map(|d| d.as_os_str().as_bytes());
+        args.chain(env).chain(files).chain(dir)
+    }
+
+    /// The NAMEs of every `{port:NAME}`.
+    pub(crate) fn port_names(&self) -> BTreeSet<String> {
+        self.texts().flat_map(named_ports).collect()
+    }
+
+    /// Whether the fixture gets a directory: `{dir}` somewhere, a file, or asked for.
+    pub(crate) fn wants_dir(&self) -> bool {
+        let mentions = |t: &[u8]| find(t, b"{dir}").is_some();
+        self.temp_dir
+            || !self.files.is_empty()
+            || self.texts().any(mentions)
+            || self
+                .ready
+                .paths()
+                .any(|p| mentions(p.as_os_str().as_bytes()))
+    }
+
+    /// Whether `{port}` appears anywhere the server could read it.
+    pub(crate) fn mentions_port(&self) -> bool {
+        self.texts().any(|t| find(t, b"{port}").is_some())
+    }
+}

@@ -1,0 +1,115 @@
+//! The placeholders: `{port}`, `{port:NAME}` and `{dir}`, found in the configuration before the
+//! spawn (which ports and whether a directory are needed) and filled in once their values exist.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// What the placeholders stand for in one spawn, and what else the environment gets.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Values {
+    pub port: u16,
+    pub named: BTreeMap<String, u16>,
+    pub dir: Option<PathBuf>,
+    /// `NOTIFY_SOCKET` for `Ready::sd_notify()`.
+    pub notify: Option<OsString>,
+}
+
+impl Values {
+    /// `text` with every `{port}`, `{port:NAME}` and `{dir}` replaced. A `{port:NAME}` or `{dir}`
+    /// without a value (never the case once spawn prepared the values) is left as it is.
+    pub fn substitute(&self, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(open) = rest.iter().position(|&b| b == b'{') {
+            out.extend_from_slice(&rest[..open]);
+            rest = &rest[open..];
+            let close = rest.iter().position(|&b| b == b'}');
+            let key = close.map(|c| &rest[1..c]);
+            match key.and_then(|k| self.value(k)) {
+                Some(value) => {
+                    out.extend_from_slice(&value);
+                    rest = &rest[close.unwrap_or(0) + 1..];
+                }
+                None => {
+                    out.push(b'{');
+                    rest = &rest[1..];
+                }
+            }
+        }
+        out.extend_from_slice(rest);
+        out
+    }
+
+    fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match key {
+            b"port" => Some(self.port.to_string().into_bytes()),
+            b"dir" => self.dir.as_ref().map(|d| d.as_os_str().as_bytes().to_vec()),
+            _ => {
+                let name = std::str::from_utf8(key.strip_prefix(b"port:")?).ok()?;
+                self.named.get(name).map(|p| p.to_string().into_bytes())
+            }
+        }
+    }
+}
+
+/// The NAMEs of the `{port:NAME}` placeholders in `text` (NAME: letters, digits, `_`, `-`).
+pub(crate) fn named_ports(text: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(i) = find(rest, b"{port:") {
+        rest = &rest[i + 6..];
+        let end = rest
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        if let Some(end) = end.filter(|&e| e > 0 && rest[e] == b'}') {
+            names.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+            rest = &rest[end..];
+        }
+    }
+    names
+}
+
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Values {
+        Values {
+            port: 8080,
+            named: [("admin".to_owned(), 9090)].into(),
+            dir: Some("/tmp/fx".into()),
+            notify: None,
+        }
+    }
+
+    #[test]
+    fn placeholders_are_replaced_everywhere() {
+        let v = values();
+        assert_eq!(
+            v.substitute(b"--listen=127.0.0.1:{port}"),
+            b"--listen=127.0.0.1:8080"
+        );
+        assert_eq!(v.substitute(b"{port}{port}"), b"80808080");
+        assert_eq!(
+            v.substitute(b"{port:admin} in {dir}/x"),
+            b"9090 in /tmp/fx/x"
+        );
+        assert_eq!(v.substitute(b"{por} {port:nope} {"), b"{por} {port:nope} {");
+        assert_eq!(v.substitute(b"json {\"a\": {port}}"), b"json {\"a\": 8080}");
+    }
+
+    #[test]
+    fn named_ports_are_found() {
+        assert_eq!(
+            named_ports(b"a {port:admin} b {port:metrics-2}"),
+            ["admin", "metrics-2"]
+        );
+        assert!(named_ports(b"{port:} {port:a b} {port}").is_empty());
+    }
+}

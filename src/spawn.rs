@@ -1,0 +1,298 @@
+//! From a configuration to a ready [`ProcessFixture`], top to bottom: read the configuration
+//! once into what the spawn needs (placeholders' values, ports, directory, the guardian's plan),
+//! launch the guardian and the output monitor, wait for the spawn report and for readiness; on
+//! any failure, tear down what was started and say why.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::deadline::{self, Deadline};
+use crate::diagnose;
+use crate::dir;
+use crate::error::{Error, ExecStage};
+use crate::fixture::ProcessFixture;
+use crate::guardian::{self, Msg, Origin, Plan};
+use crate::output::{LineWatch, Monitor, Sources};
+use crate::placeholders::Values;
+use crate::plan;
+use crate::port::{self, Refusal, Reservation};
+use crate::ready::{self, Context, FileBefore};
+use crate::running::Running;
+use crate::sys;
+use crate::teardown;
+use crate::text;
+
+/// How long the guardian may take to report the spawn, beyond the readiness timeout.
+const SPAWN_REPORT_SLACK: Duration = Duration::from_secs(5);
+
+/// What the configuration comes to once read: everything the launch needs, made and checked.
+struct Prepared {
+    program: String,
+    command: String,
+    watches: Vec<LineWatch>,
+    reservation: Reservation,
+    named: Vec<(String, Reservation)>,
+    dir: Option<tempfile::TempDir>,
+    notify: Option<OwnedFd>,
+    values: Values,
+    plan: Plan,
+    files_before: Vec<FileBefore>,
+}
+
+/// Spawns and waits for readiness; on failure, tears everything down before returning.
+pub(crate) fn spawn(cfg: &Config) -> Result<ProcessFixture, Error> {
+    sweep_once();
+    let mut prepared = prepare(cfg)?;
+    let files_before = std::mem::take(&mut prepared.files_before);
+    let mut run = launch(cfg, prepared)?;
+    let events = wait_spawned(&mut run, cfg.ready_timeout)?;
+    log::debug!(
+        "process-fixture: {} started: leader pid {}, guardian pid {} ({:?}), listen() events: {events}",
+        run.program,
+        run.pid,
+        run.guardian_pid,
+        run.origin
+    );
+    wait_ready(cfg, ProcessFixture::new(run), &files_before, events)
+}
+
+/// Reads the configuration: checks the probes, looks up the user, reserves the ports, makes and
+/// fills the directory, and plans the server's start with every placeholder filled in.
+fn prepare(cfg: &Config) -> Result<Prepared, Error> {
+    let program = cfg.program_name();
+    let watches = cfg.ready.line_watches(&program)?;
+    let user = plan::lookup_user(cfg)?;
+    let reservation = reserve_port(cfg.port, &program)?;
+    let named = cfg
+        .port_names()
+        .into_iter()
+        .map(|name| Ok((name, reserve_port(None, &program)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let dir = match cfg.wants_dir() {
+        true => Some(dir::make(&program)?),
+        false => None,
+    };
+    let notify = match cfg.ready.wants_notify() {
+        true => Some(notify_socket().map_err(Error::io(&program, "creating NOTIFY_SOCKET"))?),
+        false => None,
+    };
+    let values = Values {
+        port: reservation.port(),
+        named: named.iter().map(|(n, r)| (n.clone(), r.port())).collect(),
+        dir: dir.as_ref().map(|d| d.path().to_owned()),
+        notify: notify.as_ref().map(|(_, name)| name.clone()),
+    };
+    if let Some(dir) = &dir {
+        dir::write_files(cfg, dir.path(), &values)?;
+        dir::give(dir.path(), plan::owner(cfg, user.as_ref()), &program)?;
+    }
+    let plan = plan::plan(cfg, &values, user.as_ref())?;
+    let argv = std::iter::once(cfg.program.as_bytes().to_vec())
+        .chain(cfg.args.iter().map(|a| values.substitute(a.as_bytes())));
+    let command = text::shorten(text::shell_words(argv), COMMAND_MAX);
+    let cwd = server_cwd(cfg, &values);
+    let files_before = cfg
+        .ready
+        .file_paths()
+        .map(|p| FileBefore::look(ready::resolve(&values, cwd.as_deref(), p)))
+        .collect();
+    Ok(Prepared {
+        program,
+        command,
+        watches,
+        reservation,
+        named,
+        dir,
+        notify: notify.map(|(fd, _)| fd),
+        values,
+        plan,
+        files_before,
+    })
+}
+
+/// The longest command line an error shows.
+const COMMAND_MAX: usize = 300;
+
+/// The server's working directory: its own, or the test process's.
+fn server_cwd(cfg: &Config, values: &Values) -> Option<std::path::PathBuf> {
+    plan::working_dir(cfg, values).or_else(|| std::env::current_dir().ok())
+}
+
+/// Starts the guardian (which starts the server) and the monitor that reads its reports and the
+/// server's output.
+fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
+    let io = |context| Error::io(&p.program, context);
+    let (out_r, out_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    let (err_r, err_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    let launched = guardian::launch(&p.plan, out_w, err_w).map_err(io("starting the guardian"))?;
+    let writer = launched
+        .ctl
+        .try_clone()
+        .map_err(io("duplicating a socket"))?;
+    let guardian_exit = match launched.origin {
+        // Our child, unreaped: a pidfd opened now names it for sure.
+        // SAFETY: `pidfd_open` returned a new fd that nothing else owns.
+        Origin::Forked(pid) => sys::pidfd_open(pid).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        Origin::Zygote => None,
+    };
+    let sources = Sources {
+        stdout: out_r,
+        stderr: err_r,
+        ctl: launched.ctl,
+        notify: p.notify,
+        guardian_exit,
+    };
+    let monitor = match Monitor::start(sources, p.watches, cfg.echo()) {
+        Ok(m) => m,
+        Err(e) => {
+            teardown::send_stop(&writer); // the guardian stops what it started
+            return Err(io("starting the output monitor")(e));
+        }
+    };
+    Ok(Running {
+        cwd: server_cwd(cfg, &p.values),
+        program: p.program,
+        command: p.command,
+        pid: 0,
+        guardian_pid: 0,
+        origin: launched.origin,
+        containment: cfg.containment(),
+        ctl: Some(writer),
+        monitor,
+        grace: cfg.grace,
+        reservation: p.reservation,
+        named: p.named,
+        values: p.values,
+        dir: p.dir,
+        allow_early_exit: cfg.allow_early_exit,
+        cursor: Arc::new(Mutex::new((0, 0))),
+    })
+}
+
+/// Waits for the guardian's first report: the leader's pid, or why it could not start.
+/// Returns whether the guardian reports `listen()` calls.
+fn wait_spawned(run: &mut Running, timeout: Duration) -> Result<bool, Error> {
+    let deadline = Deadline::after(deadline::add(timeout, SPAWN_REPORT_SLACK));
+    let first = run.monitor.wait_for(deadline, |s| {
+        s.spawn
+            .map(Some)
+            .or_else(|| (s.guardian_closed || s.guardian_died.is_some()).then_some(None))
+    });
+    match first.flatten() {
+        Some(msg) if msg.kind == Msg::SPAWNED => {
+            run.pid = msg.pid;
+            run.guardian_pid = msg.guardian;
+            Ok(msg.flags & Msg::F_LISTEN_EVENTS != 0)
+        }
+        Some(msg) => {
+            let _ = teardown::finish(run);
+            Err(Error::Exec {
+                program: run.program.clone(),
+                stage: exec_stage(msg.detail),
+                source: io::Error::from_raw_os_error(msg.errno),
+            })
+        }
+        None => {
+            let _ = teardown::finish(run);
+            Err(teardown::guardian_died(run, None))
+        }
+    }
+}
+
+/// Waits for readiness; a failure is diagnosed while the processes still run, then they are
+/// stopped.
+fn wait_ready(
+    cfg: &Config,
+    fixture: ProcessFixture,
+    files_before: &[FileBefore],
+    events: bool,
+) -> Result<ProcessFixture, Error> {
+    let run = fixture.running();
+    let cx = Context {
+        program: &run.program,
+        monitor: &run.monitor,
+        tree: run.tree(),
+        reserved_port: run.reservation.port(),
+        values: &run.values,
+        cwd: run.cwd.as_deref(),
+        files_before,
+        timeout: cfg.ready_timeout,
+        fixture: &fixture,
+    };
+    let (failure, seen) = match ready::wait(&cx, &cfg.ready, events) {
+        Ok(_) => return Ok(fixture),
+        Err(failed) => failed,
+    };
+    let diagnosis = diagnose::diagnose(&cx, cfg, &run.command, seen);
+    Err(diagnose::fail(fixture.into_running(), failure, diagnosis))
+}
+
+/// The stage a `SPAWN_FAILED` report names.
+fn exec_stage(stage: u32) -> ExecStage {
+    use crate::guardian::protocol::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_SETUP};
+    match stage {
+        STAGE_CHDIR => ExecStage::WorkingDir,
+        STAGE_EXEC => ExecStage::Exec,
+        STAGE_CREDENTIALS => ExecStage::Credentials,
+        STAGE_SETUP => ExecStage::Setup,
+        _ => ExecStage::Fork,
+    }
+}
+
+/// Kept directories of earlier test processes are swept by the first spawn of each process.
+fn sweep_once() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(dir::sweep_kept);
+}
+
+/// The fixture's port: fixed (refused if in use) or picked.
+fn reserve_port(fixed: Option<u16>, program: &str) -> Result<Reservation, Error> {
+    let result = match fixed {
+        Some(port) if port != 0 => port::reserve(port).map_err(|r| (port, r)),
+        _ => port::pick().map_err(|r| (0, r)),
+    };
+    result.map_err(|(port, refusal)| match refusal {
+        Refusal::InUse(holder) => Error::PortInUse {
+            program: program.to_owned(),
+            port,
+            holder,
+        },
+        Refusal::Unavailable(source) => Error::PortUnavailable {
+            program: program.to_owned(),
+            port,
+            source,
+        },
+    })
+}
+
+/// A private datagram socket for sd_notify, and the `NOTIFY_SOCKET` value naming it: an abstract
+/// address on Linux (no file, no permissions: a server running as another user can send), a
+/// path in the temporary directory elsewhere.
+fn notify_socket() -> io::Result<(OwnedFd, std::ffi::OsString)> {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "process-fixture/{}/{}/{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::collections::hash_map::RandomState::new().hash_one(Instant::now())
+    );
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+        Ok((sock.into(), format!("@{name}").into()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let path = std::env::temp_dir().join(name.replace('/', "-"));
+        let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+        Ok((sock.into(), path.into_os_string()))
+    }
+}

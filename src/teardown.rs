@@ -1,0 +1,165 @@
+//! The test side of the stop: ask the guardian to stop, wait (bounded) for its report, stop the
+//! output monitor, and turn the report into a [`StopReport`] or an error. The guardian runs the
+//! stop sequence itself; the test process never signals the server.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use crate::deadline::Deadline;
+use crate::error::{Error, StopFailure};
+use crate::guardian::{self, Msg, Origin};
+use crate::report::{Containment, GuardianKind, StopReport};
+use crate::running::Running;
+use crate::sys;
+
+/// Lines of each stream in error messages.
+pub(crate) const ERROR_TAIL_LINES: usize = 30;
+/// How long a guardian forked from the test process may take to exit after its report.
+const FORKED_EXIT_WAIT: Duration = Duration::from_millis(100);
+
+/// Stops the fixture: returns once the guardian reported that nothing is left, or its bound
+/// passed. A server that had crashed before the stop is an error unless it was allowed to.
+pub(crate) fn stop(run: &mut Running) -> Result<StopReport, Error> {
+    let report = finish(run)?;
+    match report.exit_status {
+        Some(status) if report.exited_before_stop && !status.success() && !run.allow_early_exit => {
+            Err(Error::ExitedBeforeStop {
+                program: run.program.clone(),
+                status,
+                report: Box::new(report),
+                output: Box::new(run.tail(ERROR_TAIL_LINES)),
+            })
+        }
+        _ => Ok(report),
+    }
+}
+
+/// Sends STOP, waits for the report, stops the monitor. Idempotent: a second call finds the
+/// control socket gone and reports nothing more.
+pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
+    let started = Instant::now();
+    let Some(ctl) = run.ctl.take() else {
+        return Err(incomplete(
+            run,
+            StopFailure::NoReport {
+                waited: Duration::ZERO,
+            },
+            None,
+        ));
+    };
+    send_stop(&ctl);
+    let bound = stop_bound(run.grace);
+    let outcome = run.monitor.wait_for(Deadline::from(started, bound), |s| {
+        s.stopped
+            .or(s.guardian_died)
+            .map(Some)
+            .or_else(|| s.guardian_closed.then_some(None))
+    });
+    let elapsed = started.elapsed();
+    drop(ctl);
+    let forked_status = match run.origin {
+        Origin::Forked(pid) => guardian::reap_forked(pid, Deadline::after(FORKED_EXIT_WAIT)),
+        Origin::Zygote => None,
+    };
+    run.monitor.shutdown();
+    drop(run.dir.take()); // removed once nothing of the server can write to it
+    match outcome {
+        Some(Some(msg)) if msg.kind == Msg::GUARDIAN_DIED => {
+            Err(guardian_died(run, Some(msg.status)))
+        }
+        Some(Some(msg)) if msg.flags & Msg::F_CONFIRMED != 0 => Ok(report(run, &msg, elapsed)),
+        Some(Some(msg)) => {
+            let failure = if msg.detail == Msg::CANNOT_LIST {
+                StopFailure::CannotList {
+                    reason: io::Error::from_raw_os_error(msg.errno),
+                }
+            } else {
+                StopFailure::StillAlive {
+                    waited: guardian::KILL_WAIT,
+                }
+            };
+            Err(incomplete(run, failure, Some(report(run, &msg, elapsed))))
+        }
+        Some(None) => Err(guardian_died(run, forked_status)),
+        None => Err(incomplete(
+            run,
+            StopFailure::NoReport { waited: bound },
+            None,
+        )),
+    }
+}
+
+/// The longest a stop may take: the guardian's bound for this grace period, and a margin.
+fn stop_bound(grace: Duration) -> Duration {
+    [
+        guardian::GROUP_GRACE_MAX,
+        guardian::KILL_WAIT,
+        Duration::from_secs(2),
+    ]
+    .into_iter()
+    .fold(grace, crate::deadline::add)
+}
+
+/// Asks the guardian to stop: one message, retried briefly if the socket is full.
+pub(crate) fn send_stop(ctl: &OwnedFd) {
+    let msg = Msg::new(Msg::STOP);
+    let deadline = Deadline::after(Duration::from_secs(1));
+    while sys::write_once(ctl.as_raw_fd(), msg.as_bytes()) != Msg::SIZE as isize {
+        if sys::errno() != libc::EAGAIN || deadline.passed() {
+            return; // the guardian is gone (or stuck): the bounded wait that follows tells
+        }
+        sys::poll(&mut [], Some(Duration::from_millis(1)));
+    }
+}
+
+fn report(run: &Running, msg: &Msg, elapsed: Duration) -> StopReport {
+    StopReport {
+        exit_status: (msg.flags & Msg::F_REAPED != 0).then(|| ExitStatus::from_raw(msg.status)),
+        exited_before_stop: msg.flags & Msg::F_LEADER_EXITED_BEFORE != 0,
+        escalated: msg.flags & Msg::F_ESCALATED != 0,
+        elapsed,
+        processes_at_stop: None,
+        processes_signalled: msg.killed as usize,
+        escapees_signalled: msg.escapees as usize,
+        containment: if msg.flags & Msg::F_SUBREAPER != 0 {
+            Containment::Subreaper
+        } else {
+            Containment::ProcessGroup
+        },
+        guardian: match run.origin {
+            Origin::Zygote => GuardianKind::Zygote,
+            Origin::Forked(_) => GuardianKind::Forked,
+        },
+    }
+}
+
+/// The guardian is gone without a report (killed: the OOM killer, a stray `kill -9`).
+pub(crate) fn guardian_died(run: &Running, status: Option<sys::WaitStatus>) -> Error {
+    let fate = match run.origin {
+        Origin::Zygote => {
+            "on Linux the leader was killed with it (its parent-death signal) and the zygote \
+             SIGKILLed the processes it left behind; on macOS they may still run"
+        }
+        Origin::Forked(_) => {
+            "on Linux the leader was killed with it (its parent-death signal); processes it \
+             had started may still run (a guardian forked from the test process has no zygote \
+             above it to catch them)"
+        }
+    };
+    let failure = StopFailure::GuardianDied {
+        status: status.map(ExitStatus::from_raw),
+        fate,
+    };
+    incomplete(run, failure, None)
+}
+
+pub(crate) fn incomplete(run: &Running, failure: StopFailure, report: Option<StopReport>) -> Error {
+    Error::StopIncomplete {
+        program: run.program.clone(),
+        failure,
+        report: report.map(Box::new),
+    }
+}
