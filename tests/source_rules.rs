@@ -272,3 +272,93 @@ fn the_async_api_adds_no_child_watcher_and_drop_needs_no_runtime() {
     );
     assert!(!uses("async_api.rs", "tokio::task::spawn_blocking").is_empty());
 }
+
+/// The library's modules, top to bottom: a module may use those below it, never one above it.
+/// `cargo test --test source_rules -- module_graph --nocapture` prints the graph.
+const LAYERS: &[&str] = &[
+    "async_api",
+    "builder",
+    "spawn",
+    "diagnose",
+    "plan",
+    "dir",
+    "config",
+    "signal",
+    "ready",
+    "fixture",
+    "wait_output",
+    "teardown",
+    "running",
+    "inspect",
+    "output",
+    "placeholders",
+    "port",
+    "guardian",
+    "error",
+    "report",
+    "deadline",
+    "force",
+    "sys",
+    "text",
+];
+
+/// The top-level modules each module of the library refers to by a `crate::` path, comments
+/// and unit tests aside (doc links are not imports). A module's own files count as one.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut graph = std::collections::BTreeMap::new();
+    for file in library_files() {
+        let module = file.split(['/', '.']).next().unwrap_or_default().to_owned();
+        if module == "lib" {
+            continue;
+        }
+        let targets: &mut std::collections::BTreeSet<String> =
+            graph.entry(module.clone()).or_default();
+        for line in uses(&file, "crate::") {
+            for (at, _) in line.match_indices("crate::") {
+                let rest = &line[at + "crate::".len()..];
+                let paths: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(list) => list.split('}').next().unwrap_or("").split(',').collect(),
+                    None => vec![rest],
+                };
+                for path in paths {
+                    let name: String = path
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    let is_module = name.chars().next().is_some_and(|c| c.is_lowercase());
+                    if is_module && name != module {
+                        targets.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn modules_only_use_modules_below_them() {
+    let graph = module_graph();
+    let layer = |m: &str| LAYERS.iter().position(|l| *l == m);
+    for (module, targets) in &graph {
+        println!(
+            "{module} -> {}",
+            Vec::from_iter(targets.iter().cloned()).join(", ")
+        );
+    }
+    let mut upward = Vec::new();
+    for (module, targets) in &graph {
+        let own = layer(module).unwrap_or_else(|| panic!("{module} is missing from LAYERS"));
+        for target in targets {
+            let theirs = layer(target).unwrap_or_else(|| panic!("{target} is missing from LAYERS"));
+            if theirs <= own {
+                upward.push(format!("{module} -> {target}"));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "upward (or circular) imports: {upward:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! ready-server [--delay-ms N] [--listen ADDR]... [--listen-any-port] [--http-status CODE]
 //!              [--unix PATH] [--file PATH] [--notify] [--say LINE] [--stream stdout|stderr]
 //!              [--later LINE --later-ms N] [--exit-after-ms N] [--exit-code N]
+//!              [--http-silent] [--log-requests]
 //! ```
 //! It prints `starting` on stdout at once, and with `--notify` sends `STATUS=warming up` to
 //! `NOTIFY_SOCKET`. After `--delay-ms` (default 0) it does, in this order:
@@ -16,7 +17,9 @@
 //!
 //! Every TCP or unix connection is answered `HTTP/1.1 <--http-status, default 200>` with the body
 //! `conn=<n>`, n counting the connections accepted so far (so a test's first request, answered
-//! `conn=1`, proves that no probe connected before it). `--later LINE` prints LINE `--later-ms`
+//! `conn=1`, proves that no probe connected before it); with `--http-silent` a connection is
+//! read and never answered (held until the client closes it), and `--log-requests` prints each
+//! request's first line on stderr as `request=<line>`. `--later LINE` prints LINE `--later-ms`
 //! after that; `--exit-after-ms N` exits `--exit-code` (default 3) N ms after being ready. It dies
 //! on SIGTERM (default disposition).
 
@@ -44,6 +47,8 @@ struct Opts {
     later_after: Duration,
     exit_after: Option<Duration>,
     exit_code: i32,
+    silent: bool,
+    log_requests: bool,
 }
 
 fn usage(msg: &str) -> ! {
@@ -84,6 +89,8 @@ fn parse_args() -> Opts {
             "--later-ms" => o.later_after = ms(value()),
             "--exit-after-ms" => o.exit_after = Some(ms(value())),
             "--exit-code" => o.exit_code = value().parse().unwrap_or_else(|_| usage("bad code")),
+            "--http-silent" => o.silent = true,
+            "--log-requests" => o.log_requests = true,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -118,8 +125,16 @@ fn notify(message: &str) {
     let _ = sock.send_to(message.as_bytes(), addr);
 }
 
+/// How a connection is answered.
+#[derive(Clone, Copy)]
+struct Answer {
+    status: u16,
+    silent: bool,
+    log_requests: bool,
+}
+
 /// Answers one connection: reads what the client sent (bounded), writes the fixed response.
-fn answer(mut conn: impl Read + Write, status: u16) {
+fn answer(mut conn: impl Read + Write, how: Answer) {
     let n = CONNECTIONS.fetch_add(1, Ordering::SeqCst) + 1;
     let mut buf = [0u8; 4096];
     let mut head = Vec::new();
@@ -129,6 +144,18 @@ fn answer(mut conn: impl Read + Write, status: u16) {
             Ok(k) => head.extend_from_slice(&buf[..k]),
         }
     }
+    if how.log_requests {
+        let line = head
+            .split(|&b| b == b'\r' || b == b'\n')
+            .next()
+            .unwrap_or_default();
+        say(true, &format!("request={}", String::from_utf8_lossy(line)));
+    }
+    if how.silent {
+        while matches!(conn.read(&mut buf), Ok(k) if k > 0) {} // until the client gives up
+        return;
+    }
+    let status = how.status;
     let body = format!("conn={n}\n");
     let _ = write!(
         conn,
@@ -137,17 +164,24 @@ fn answer(mut conn: impl Read + Write, status: u16) {
     );
 }
 
-fn serve_tcp(listener: TcpListener, status: u16) {
+fn serve_tcp(listener: TcpListener, how: Answer) {
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            answer(conn, status);
+            if !how.silent {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            }
+            std::thread::spawn(move || answer(conn, how));
         }
     });
 }
 
 fn main() {
     let o = parse_args();
+    let how = Answer {
+        status: o.status,
+        silent: o.silent,
+        log_requests: o.log_requests,
+    };
     say(false, "starting");
     if o.notify {
         notify("STATUS=warming up");
@@ -159,20 +193,19 @@ fn main() {
             std::process::exit(1)
         });
         say(true, &format!("listen_ns={}", monotonic_ns()));
-        serve_tcp(listener, o.status);
+        serve_tcp(listener, how);
     }
     if o.listen_any {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| usage(&e.to_string()));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         say(false, &format!("listening on 127.0.0.1:{port}"));
-        serve_tcp(listener, o.status);
+        serve_tcp(listener, how);
     }
     if let Some(path) = &o.unix {
         let listener = UnixListener::bind(path).unwrap_or_else(|e| usage(&e.to_string()));
-        let status = o.status;
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                answer(conn, status);
+                answer(conn, how);
             }
         });
     }
