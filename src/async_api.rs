@@ -2,8 +2,8 @@
 //! executor never blocks, on a `current_thread` runtime too.
 //!
 //! Nothing here watches a child: the guardian does, and the test side only reads a socket and
-//! pipes (DESIGN.md, child-exit monitoring: one watcher per leader, no second one through
-//! `tokio::process`). A start future that is dropped does not leak: the blocking task finishes
+//! pipes: one watcher per leader, never a second one through `tokio::process` (two watchers
+//! of one child race for its exit). A start future that is dropped does not leak: the blocking task finishes
 //! the spawn and drops the fixture, which stops the server.
 //!
 //! `Drop` stays synchronous and bounded, and uses no runtime (no `block_on`, no
@@ -43,6 +43,7 @@ impl Builder {
     /// let report = srv.stop_async().await?;
     /// # Ok(()) }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn spawn_async(&self) -> Result<ProcessFixture, Error> {
         let builder = self.clone();
         blocking(move || builder.spawn()).await
@@ -62,6 +63,7 @@ impl ProcessFixture {
     /// assert!(!report.escalated);
     /// # Ok(()) }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn stop_async(self) -> Result<StopReport, Error> {
         blocking(move || self.stop()).await
     }
@@ -82,6 +84,7 @@ impl ProcessFixture {
     /// assert_eq!(line, "reloaded");
     /// # Ok(()) }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn wait_for_output_async(
         &self,
         pattern: &str,

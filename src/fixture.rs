@@ -83,17 +83,38 @@ impl ProcessFixture {
     /// # Ok::<(), process_fixture::Error>(())
     /// ```
     pub fn named_port(&self, name: &str) -> u16 {
-        let inner = self.inner();
-        if let Some(port) = inner.monitor.with(|s| s.captured.get(name).copied()) {
-            return port;
-        }
-        match inner.named.iter().find(|(n, _)| n == name) {
-            Some((_, r)) => r.port(),
+        match self.try_named_port(name) {
+            Some(port) => port,
             None => panic!(
                 "{}: no port named {name:?}: put {{port:{name}}} in its arguments, environment or files",
-                inner.program
+                self.inner().program
             ),
         }
+    }
+
+    /// The port `{port:NAME}` stands for, or `None` if no `{port:NAME}` of that name appears in
+    /// its configuration (and no line probe captured one).
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "echo admin on {port:admin}; exec sleep 60"])
+    ///     .ready(Ready::stdout("admin on"))
+    ///     .spawn()?;
+    /// assert!(srv.try_named_port("admin").is_some());
+    /// assert_eq!(srv.try_named_port("metrics"), None);
+    /// # Ok::<(), process_fixture::Error>(())
+    /// ```
+    pub fn try_named_port(&self, name: &str) -> Option<u16> {
+        let inner = self.inner();
+        if let Some(port) = inner.monitor.with(|s| s.captured.get(name).copied()) {
+            return Some(port);
+        }
+        inner
+            .named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.port())
     }
 
     /// `http://127.0.0.1:{port}`.

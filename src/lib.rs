@@ -49,12 +49,17 @@
 //!   wrong ([`Diagnosis`]).
 //! - **Placeholders and a directory**: `{port}`, `{port:NAME}` and `{dir}` in arguments,
 //!   environment, files written by [`Builder::file`] (a config file that needs the port) and
-//!   probe paths; the fixture's own directory is removed after the stop.
+//!   probe paths; the fixture's own directory is removed once the server is gone (that of a
+//!   failed spawn is kept for a look, and swept an hour after its test process is gone).
 //! - **Another user** ([`Builder::user`]) for servers that refuse root, and a tokio API (feature
 //!   `tokio`: `Builder::spawn_async`, `ProcessFixture::stop_async`) that never blocks the executor.
 //! - **Teardown that leaves nothing**: dropping the fixture (or [`ProcessFixture::stop`]) runs the
 //!   stop sequence below. A test that panics gets the server's last 40 lines in its own captured
 //!   output.
+//! - **A crash is loud**: a server that was killed by a signal or exited non-zero before the stop
+//!   makes `Drop` panic with its output (never while the thread is already panicking: then the
+//!   output is printed), and `stop()` return [`Error::ExitedBeforeStop`];
+//!   [`Builder::allow_early_exit`] opts out. This is the one panic of the crate.
 //!
 //! # The process tree
 //! ```text
@@ -93,6 +98,7 @@
 
 #![cfg(unix)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio")]
 mod async_api;

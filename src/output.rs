@@ -2,15 +2,14 @@
 //!
 //! The monitor owns the read ends of the server's stdout and stderr pipes, of the guardian's
 //! control socket and, for `Ready::sd_notify()`, of the fixture's private `NOTIFY_SOCKET`, and
-//! reads them from the first byte, so a chatty server never blocks on a full pipe (TEARDOWN.md
-//! Q6). Each stream keeps its last [`OUTPUT_CAP`] bytes. Readiness line patterns are matched here,
+//! reads them from the first byte, so a chatty server never blocks on a full pipe. Each stream keeps its last [`OUTPUT_CAP`] bytes. Readiness line patterns are matched here,
 //! as each line arrives, so no line is missed however fast the server writes; a named group
 //! `port` (or `port_NAME`) in one captures the port the server chose.
 //!
 //! Teardown never waits for EOF: a grandchild may hold a pipe open forever, and a child the test
 //! process forks without exec holds copies of every fd. Shutdown is an explicit message (a byte on
 //! a pipe of our own, not its closing); the thread then drains what is buffered, for a bounded
-//! time, and exits, closing the fds it alone owns (one owner per fd, R7.2). Joining it is bounded
+//! time, and exits, closing the fds it alone owns (each fd has one owner). Joining it is bounded
 //! too.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -228,8 +228,10 @@ impl Ready {
         Ready(Probe::UnixSocket(path.as_ref().to_owned()))
     }
 
-    /// Ready when `path` exists (a pid file, a "ready" marker). Placeholders and relative paths
-    /// as for [`Ready::unix_socket`].
+    /// Ready when the server has written `path` (a pid file, a "ready" marker): it exists, and
+    /// it is not the file that was there before the spawn (a stale pid file of an earlier run
+    /// is not taken for readiness; rewriting or replacing it is). Placeholders and relative
+    /// paths as for [`Ready::unix_socket`]; an empty path is [`Error::InvalidProbe`].
     ///
     /// ```
     /// use process_fixture::{ProcessFixture, Ready};
