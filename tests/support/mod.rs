@@ -174,7 +174,8 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(pause); // a poll interval, not synchronisation: `f` decides
+        #[allow(clippy::disallowed_methods)] // a poll interval, not synchronisation: `f` decides
+        std::thread::sleep(pause);
         pause = (pause * 3 / 2).min(Duration::from_millis(20));
     }
 }
