@@ -123,27 +123,23 @@ fn listens_but_silent(cx: &Context, cfg: &Config, listening: &[SocketAddr]) -> O
     })
 }
 
-/// It listens on the fixture's port, or another, but not where the probe looks.
+/// It listens on the port a probe waits on, or on another, but not where the probe looks.
 fn listens_elsewhere(cx: &Context, cfg: &Config, listening: &[SocketAddr]) -> Option<String> {
-    if !cfg.ready.waits_for_port() {
-        return None;
-    }
-    let port = cx.port();
-    let target = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
-    if listening.iter().any(|a| covers(*a, target)) {
-        return None;
-    }
-    let same_port = listening.iter().find(|a| a.port() == port);
-    if let Some(addr) = same_port {
+    let targets = cfg.ready.port_targets(cx.port());
+    let missed = targets
+        .into_iter()
+        .find(|t| !listening.iter().any(|a| covers(*a, *t)))?;
+    if let Some(addr) = listening.iter().find(|a| a.port() == missed.port()) {
         return Some(format!(
-            "it listens on {addr} only, which 127.0.0.1:{port} does not reach: bind it to \
-             127.0.0.1 (or all addresses), or wait with Ready::tcp_addr(\"{addr}\".parse()?)"
+            "it listens on {addr} only, which {missed} does not reach: bind it to {} (or all \
+             addresses), or wait with Ready::tcp_addr(\"{addr}\".parse()?)",
+            missed.ip()
         ));
     }
     let elsewhere = listening.first()?;
     Some(format!(
-        "it listens on {elsewhere}, not on 127.0.0.1:{port}: is `{{port}}` missing from its \
-         arguments or config? (For another address: Ready::tcp_addr.)"
+        "it listens on {elsewhere}, not on {missed}: is `{{port}}` missing from its arguments \
+         or config? (For another address: Ready::tcp_addr.)"
     ))
 }
 

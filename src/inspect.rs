@@ -95,7 +95,7 @@ impl Tree {
                 return None;
             }
         }
-        Some(holder(owner as u32))
+        Some(crate::port::holder(owner as u32))
     }
 
     /// Where the tree's processes listen: the addresses `reported` by the guardian, and those
@@ -121,12 +121,4 @@ impl Tree {
             .map(|p| format!("pid {}: {}", p.pid, p.command))
             .collect()
     }
-}
-
-/// A process holding a port, named by pid even when its command line cannot be read (another
-/// user's process under `hidepid`, one that exited meanwhile).
-pub(crate) fn holder(pid: u32) -> PortHolder {
-    let command = sys::command_line(pid as Pid)
-        .unwrap_or_else(|| "its command line cannot be read".to_owned());
-    PortHolder { pid, command }
 }

@@ -98,7 +98,7 @@ pub(crate) fn reserve(port: u16) -> Result<Reservation, Refusal> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(port)
     {
-        return Err(Refusal::InUse(holder(std::process::id())));
+        return Err(Refusal::InUse(Some(holder(std::process::id()))));
     }
     // From here, dropping `reservation` on an error path gives the port back.
     let mut reservation = Reservation { port, _lock: None };
@@ -119,13 +119,15 @@ fn bind_check(port: u16) -> Result<(), Refusal> {
 
 /// The process listening on TCP `port` (any address), when the system tells.
 pub(crate) fn listener_of(port: u16) -> Option<PortHolder> {
-    crate::sys::tcp_listener_pid(port).and_then(|pid| holder(pid as u32))
+    crate::sys::tcp_listener_pid(port).map(|pid| holder(pid as u32))
 }
 
-/// `pid` and its command line, if it runs.
-pub(crate) fn holder(pid: u32) -> Option<PortHolder> {
-    let command = crate::sys::command_line(pid as crate::sys::Pid)?;
-    Some(PortHolder { pid, command })
+/// A process holding a port, named by pid even when its command line cannot be read (another
+/// user's process under `hidepid`, one that exited meanwhile).
+pub(crate) fn holder(pid: u32) -> PortHolder {
+    let command = crate::sys::command_line(pid as crate::sys::Pid)
+        .unwrap_or_else(|| "its command line cannot be read".to_owned());
+    PortHolder { pid, command }
 }
 
 /// Takes the cross-process lock of `port`. `Ok(None)` when no lock directory can be used (the
@@ -140,7 +142,7 @@ fn lock(port: u16) -> Result<Option<OwnedFd>, Refusal> {
     };
     // SAFETY: plain syscall on an fd we own.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = lock_holder(&fd).and_then(holder);
+        let holder = lock_holder(&fd).map(holder);
         return Err(Refusal::InUse(holder));
     }
     Ok(Some(fd))

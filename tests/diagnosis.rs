@@ -220,11 +220,40 @@ fn processes_lists_the_tree_and_the_report_counts_it() {
         ])
         .spawn()
         .expect("spawn");
-    let tree = fx.processes();
     let leader = fx.pid();
+    let workers = || fx.processes().iter().filter(|p| p.parent == leader).count();
+    // The master may say it is ready before its last fork.
+    assert!(support::wait_until(Duration::from_secs(10), || workers() == 4));
+    let tree = fx.processes();
     assert_eq!(tree.first().map(|p| p.pid), Some(leader), "{tree:?}");
     let workers: Vec<_> = tree.iter().filter(|p| p.parent == leader).collect();
     assert_eq!(workers.len(), 4, "{tree:?}");
     assert!(tree.iter().all(|p| !p.command.is_empty()), "{tree:?}");
     drop(fx);
+}
+
+#[test]
+fn listening_on_all_ipv4_addresses_when_ipv6_loopback_is_awaited_is_pointed_out() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let target = format!("[::1]:{port}").parse().unwrap();
+    let b = server(
+        &["--listen", "0.0.0.0:{port}"],
+        Ready::tcp_addr(target),
+        600,
+    );
+    let mut b = b;
+    b.port(port);
+    let (diagnosis, text) = not_ready(&b);
+    let hint = diagnosis.hint.as_deref().unwrap_or_default();
+    assert!(
+        hint.contains(&format!("0.0.0.0:{port} only")) && hint.contains("[::1]"),
+        "{text}"
+    );
 }

@@ -334,6 +334,22 @@ impl Ready {
             .collect()
     }
 
+    /// The addresses the port probes wait on, the fixture's `port` on 127.0.0.1 for those
+    /// without one of their own.
+    pub(crate) fn port_targets(&self, port: u16) -> Vec<SocketAddr> {
+        let local = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
+        let mut leaves = Vec::new();
+        self.leaves(&mut leaves);
+        leaves
+            .into_iter()
+            .filter_map(|p| match p {
+                Probe::Tcp(None) | Probe::Http { .. } => Some(local),
+                Probe::Tcp(Some(addr)) => Some(*addr),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The path of the first HTTP probe.
     pub(crate) fn http_path(&self) -> Option<&str> {
         let mut leaves = Vec::new();
