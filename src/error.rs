@@ -470,6 +470,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_setup(f)
+    }
+}
+
+impl Error {
+    /// What was wrong with what the fixture was told, or with the system it ran on.
+    fn fmt_setup(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::ProgramNotFound { program } => {
                 write!(
@@ -502,6 +509,27 @@ impl fmt::Display for Error {
             Error::InvalidSignal { program, signal } => {
                 write!(f, "{program:?}: invalid stop signal number {signal}")
             }
+            Error::User {
+                program,
+                user,
+                reason,
+            } => write!(f, "{program:?}: cannot run as user {user:?}: {reason}"),
+            Error::File { program, path, .. } => {
+                write!(f, "{program:?}: cannot write {}", path.display())
+            }
+            Error::Unsupported { program, what } => {
+                write!(f, "{program:?}: not supported on this platform: {what}")
+            }
+            Error::Io {
+                program, context, ..
+            } => write!(f, "{program:?}: {context}"),
+            _ => self.fmt_server(f),
+        }
+    }
+
+    /// What the server, its port or its stop did.
+    fn fmt_server(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Error::PortInUse {
                 program,
                 port,
@@ -548,14 +576,6 @@ impl fmt::Display for Error {
                 status,
                 output,
             } => write!(f, "{program:?} exited on its own ({status})\n{output}"),
-            Error::User {
-                program,
-                user,
-                reason,
-            } => write!(f, "{program:?}: cannot run as user {user:?}: {reason}"),
-            Error::File { program, path, .. } => {
-                write!(f, "{program:?}: cannot write {}", path.display())
-            }
             Error::StopIncomplete {
                 program,
                 failure,
@@ -576,12 +596,7 @@ impl fmt::Display for Error {
                 f,
                 "{program:?} had exited on its own before the stop ({status})\n{output}"
             ),
-            Error::Unsupported { program, what } => {
-                write!(f, "{program:?}: not supported on this platform: {what}")
-            }
-            Error::Io {
-                program, context, ..
-            } => write!(f, "{program:?}: {context}"),
+            _ => unreachable!("every variant is written by fmt_setup or fmt_server"),
         }
     }
 }
