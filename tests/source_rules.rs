@@ -48,7 +48,9 @@ fn library_files() -> Vec<String> {
         "guardian/mod.rs",
         "guardian/stop.rs",
         "sys/mod.rs",
-        "sys/linux.rs",
+        "sys/signal.rs",
+        "sys/wait.rs",
+        "sys/linux/pidfd.rs",
     ] {
         assert!(
             files.iter().any(|f| f == expected),
@@ -82,17 +84,17 @@ fn offenders(needle: &str, allowed: &[&str]) -> Vec<String> {
 #[test]
 fn signals_are_sent_only_through_the_chokepoint() {
     assert_eq!(
-        offenders("libc::kill", &["sys/mod.rs"]),
+        offenders("libc::kill", &["sys/signal.rs"]),
         Vec::<String>::new()
     );
     assert_eq!(offenders("killpg", &[]), Vec::<String>::new());
     assert_eq!(
-        offenders("SYS_pidfd_send_signal", &["sys/linux.rs"]),
+        offenders("SYS_pidfd_send_signal", &["sys/linux/pidfd.rs"]),
         Vec::<String>::new()
     );
     assert_eq!(offenders("pidfd_signal(", &["sys/"]), Vec::<String>::new());
-    // In sys/mod.rs: the chokepoint's own call, and probes with signal 0.
-    let kills = uses("sys/mod.rs", "libc::kill(");
+    // In sys/signal.rs: the chokepoint's own call, and probes with signal 0.
+    let kills = uses("sys/signal.rs", "libc::kill(");
     let real: Vec<_> = kills.iter().filter(|l| !l.contains(", 0)")).collect();
     assert_eq!(
         real.len(),
@@ -100,7 +102,7 @@ fn signals_are_sent_only_through_the_chokepoint() {
         "one kill with a real signal, in sys::signal: {kills:?}"
     );
     assert!(real[0].contains("kill(raw, sig)"), "{real:?}");
-    let pidfd = uses("sys/mod.rs", "pidfd_signal(");
+    let pidfd = uses("sys/signal.rs", "pidfd_signal(");
     assert_eq!(
         pidfd.len(),
         1,
@@ -112,13 +114,13 @@ fn signals_are_sent_only_through_the_chokepoint() {
 fn nothing_waits_for_any_child_but_the_zygote_and_a_finished_guardian() {
     for needle in ["waitpid(-1", "libc::wait(", "P_ALL", "wait4(", "wait3("] {
         assert_eq!(
-            offenders(needle, &["sys/mod.rs"]),
+            offenders(needle, &["sys/wait.rs"]),
             Vec::<String>::new(),
             "{needle}"
         );
     }
     assert_eq!(
-        uses("sys/mod.rs", "waitpid(-1").len(),
+        uses("sys/wait.rs", "waitpid(-1").len(),
         1,
         "only in sys::reap_any"
     );
