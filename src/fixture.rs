@@ -648,6 +648,7 @@ pub(crate) fn spawn(builder: &Builder) -> Result<ProcessFixture, Error> {
         .map_err(io("duplicating a socket"))?;
     let guardian_exit = match launched.origin {
         // Our child, unreaped: a pidfd opened now names it for sure.
+        // SAFETY: pidfd_open returned a new fd, owned by nobody else.
         Origin::Forked(pid) => sys::pidfd_open(pid).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
         Origin::Zygote => None,
     };
