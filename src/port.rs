@@ -21,7 +21,7 @@ use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 }
@@ -140,28 +140,11 @@ fn lock(port: u16) -> Result<Option<OwnedFd>, Refusal> {
     let Some(fd) = open_lock_file(&path) else {
         return Ok(None);
     };
-    // SAFETY: plain syscall on an fd we own.
-    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = lock_holder(&fd).map(holder);
+    if !crate::sys::try_lock_exclusive(&fd) {
+        let holder = crate::sys::flock_holder(&fd).map(holder);
         return Err(Refusal::InUse(holder));
     }
     Ok(Some(fd))
-}
-
-/// Who holds the `flock` on this file: `/proc/locks` names the process (Linux), so nothing has
-/// to be written into the file. The holder may have gone since: then `holder()` finds nothing.
-fn lock_holder(fd: &OwnedFd) -> Option<u32> {
-    let inode = fs::File::from(fd.try_clone().ok()?).metadata().ok()?.ino();
-    let suffix = format!(":{inode} ");
-    let locks = fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let file = format!("{} ", fields.get(5)?);
-        (fields.get(1) == Some(&"FLOCK") && file.ends_with(&suffix))
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
-    })
 }
 
 /// Opens the lock file read-only (`flock` needs no more), creating it if missing, never
@@ -170,44 +153,21 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
 /// directory).
 fn open_lock_file(path: &Path) -> Option<OwnedFd> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     for _ in 0..3 {
-        // SAFETY: plain syscall with a valid C string.
-        let fd = unsafe { libc::open(c_path.as_ptr(), base) };
-        if fd >= 0 {
-            // SAFETY: just opened; we own it.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            return is_regular_file(&fd).then_some(fd);
+        match crate::sys::open_lock_file(&c_path, false) {
+            Ok(fd) => return crate::sys::is_regular_file(&fd).then_some(fd),
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return None,
+            Err(_) => {}
         }
-        if crate::sys::errno() != libc::ENOENT {
-            return None;
-        }
-        // SAFETY: as above; 0o644 so that other users can open it to lock it.
-        let fd = unsafe {
-            libc::open(
-                c_path.as_ptr(),
-                base | libc::O_CREAT | libc::O_EXCL,
-                0o644 as libc::c_uint,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: just created; we own it.
-            return Some(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        if crate::sys::errno() != libc::EEXIST {
-            return None;
+        // Missing: create it, readable by other users so that they can lock it too.
+        match crate::sys::open_lock_file(&c_path, true) {
+            Ok(fd) => return Some(fd),
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return None,
+            Err(_) => {}
         }
         // Someone created it between our two opens: open theirs.
     }
     None
-}
-
-fn is_regular_file(fd: &OwnedFd) -> bool {
-    // SAFETY: fstat fills the struct for an fd we own.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
-    }
 }
 
 /// The lock directory, decided once per process.
@@ -219,8 +179,7 @@ fn lock_dir() -> Option<&'static Path> {
         if prepare_shared(&shared) {
             return Some(shared);
         }
-        // SAFETY: plain syscall.
-        let uid = unsafe { libc::geteuid() };
+        let uid = crate::sys::effective_uid();
         let private = base.join(format!("process-fixture-ports-{uid}"));
         log::warn!(
             "process-fixture: {} cannot be used safely; port locks are private to this user in {}",
@@ -242,8 +201,7 @@ fn prepare_shared(dir: &Path) -> bool {
     let Ok(mut meta) = fs::symlink_metadata(dir) else {
         return false;
     };
-    // SAFETY: plain syscall.
-    let ours = meta.uid() == unsafe { libc::geteuid() };
+    let ours = meta.uid() == crate::sys::effective_uid();
     if ours && meta.is_dir() && meta.mode() & 0o7777 != 0o1777 {
         // The umask took bits away, or an older version made it 0755 (then other users silently
         // had no lock at all): open it to every user, as /tmp is. Only its owner can.
@@ -296,8 +254,7 @@ fn writable(dir: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: plain syscall with a valid C string.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    crate::sys::can_create_in(&c)
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ fn with_the_process_group_only_a_setsid_escapee_survives() {
     );
     assert!(!support::port_is_free(port), "and keeps the port");
     // Clean up what the library could not: this test started it.
+    // SAFETY: kill takes no pointer; the escapee was just seen alive (start time checked).
     unsafe { libc::kill(escapee.pid as i32, libc::SIGKILL) };
     assert!(support::wait_until(EVENTUALLY, || !escapee.still_live()));
 }

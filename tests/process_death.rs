@@ -579,6 +579,7 @@ fn exercise_fixtures() {
     let a = well_behaved();
     assert_ne!(
         a.pgid(),
+        // SAFETY: getpgrp takes no argument and cannot fail.
         unsafe { libc::getpgrp() } as u32,
         "the server has its own group"
     );
@@ -614,6 +615,7 @@ fn disposition(signal: i32) -> Disposition {
         handler: old.sa_sigaction,
         flags: old.sa_flags,
         mask: (1..=64)
+            // SAFETY: `old.sa_mask` is the sigset sigaction filled in; only read.
             .filter(|&s| unsafe { libc::sigismember(&old.sa_mask, s) } == 1)
             .collect(),
     }
@@ -653,7 +655,9 @@ fn signal_dispositions_mask_and_process_group_are_untouched() {
         || {
             let before: Vec<Disposition> = WATCHED.iter().map(|&s| disposition(s)).collect();
             let mask_before = blocked_signals();
+            // SAFETY: getpgrp takes no argument and cannot fail.
             let pgrp_before = unsafe { libc::getpgrp() };
+            // SAFETY: getsid takes no pointer.
             let sid_before = unsafe { libc::getsid(0) };
 
             exercise_fixtures();
@@ -678,11 +682,13 @@ fn signal_dispositions_mask_and_process_group_are_untouched() {
             assert_eq!(mask_before, blocked_signals(), "the signal mask changed");
             assert_eq!(
                 pgrp_before,
+                // SAFETY: getpgrp takes no argument and cannot fail.
                 unsafe { libc::getpgrp() },
                 "R5.1: the test process's group changed"
             );
             assert_eq!(
                 sid_before,
+                // SAFETY: getsid takes no pointer.
                 unsafe { libc::getsid(0) },
                 "the session changed"
             );

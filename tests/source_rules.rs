@@ -48,7 +48,9 @@ fn library_files() -> Vec<String> {
         "guardian/mod.rs",
         "guardian/stop.rs",
         "sys/mod.rs",
-        "sys/linux.rs",
+        "sys/signal.rs",
+        "sys/wait.rs",
+        "sys/linux/pidfd.rs",
     ] {
         assert!(
             files.iter().any(|f| f == expected),
@@ -82,17 +84,17 @@ fn offenders(needle: &str, allowed: &[&str]) -> Vec<String> {
 #[test]
 fn signals_are_sent_only_through_the_chokepoint() {
     assert_eq!(
-        offenders("libc::kill", &["sys/mod.rs"]),
+        offenders("libc::kill", &["sys/signal.rs"]),
         Vec::<String>::new()
     );
     assert_eq!(offenders("killpg", &[]), Vec::<String>::new());
     assert_eq!(
-        offenders("SYS_pidfd_send_signal", &["sys/linux.rs"]),
+        offenders("SYS_pidfd_send_signal", &["sys/linux/pidfd.rs"]),
         Vec::<String>::new()
     );
     assert_eq!(offenders("pidfd_signal(", &["sys/"]), Vec::<String>::new());
-    // In sys/mod.rs: the chokepoint's own call, and probes with signal 0.
-    let kills = uses("sys/mod.rs", "libc::kill(");
+    // In sys/signal.rs: the chokepoint's own call, and probes with signal 0.
+    let kills = uses("sys/signal.rs", "libc::kill(");
     let real: Vec<_> = kills.iter().filter(|l| !l.contains(", 0)")).collect();
     assert_eq!(
         real.len(),
@@ -100,7 +102,7 @@ fn signals_are_sent_only_through_the_chokepoint() {
         "one kill with a real signal, in sys::signal: {kills:?}"
     );
     assert!(real[0].contains("kill(raw, sig)"), "{real:?}");
-    let pidfd = uses("sys/mod.rs", "pidfd_signal(");
+    let pidfd = uses("sys/signal.rs", "pidfd_signal(");
     assert_eq!(
         pidfd.len(),
         1,
@@ -112,13 +114,13 @@ fn signals_are_sent_only_through_the_chokepoint() {
 fn nothing_waits_for_any_child_but_the_zygote_and_a_finished_guardian() {
     for needle in ["waitpid(-1", "libc::wait(", "P_ALL", "wait4(", "wait3("] {
         assert_eq!(
-            offenders(needle, &["sys/mod.rs"]),
+            offenders(needle, &["sys/wait.rs"]),
             Vec::<String>::new(),
             "{needle}"
         );
     }
     assert_eq!(
-        uses("sys/mod.rs", "waitpid(-1").len(),
+        uses("sys/wait.rs", "waitpid(-1").len(),
         1,
         "only in sys::reap_any"
     );
@@ -361,4 +363,83 @@ fn modules_only_use_modules_below_them() {
         upward.is_empty(),
         "upward (or circular) imports: {upward:?}"
     );
+}
+
+/// Every `libc::name(` in `text`: a call of a libc function (the status macros such as
+/// `WIFEXITED`, plain arithmetic on an int, are upper case and not counted).
+fn libc_calls(text: &str) -> Vec<String> {
+    let mut calls = Vec::new();
+    for (at, _) in text.match_indices("libc::") {
+        let rest = &text[at + "libc::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let starts_lower = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_');
+        if starts_lower && rest[name.len()..].starts_with('(') {
+            calls.push(name);
+        }
+    }
+    calls
+}
+
+#[test]
+fn libc_functions_are_called_only_in_sys() {
+    // Tests included: a raw call in a test module is still a raw call outside sys.
+    let found: Vec<String> = library_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("sys/"))
+        .flat_map(|f| {
+            let text = fs::read_to_string(src().join(&f)).unwrap();
+            libc_calls(&text)
+                .into_iter()
+                .map(move |name| format!("{f}: libc::{name}("))
+        })
+        .collect();
+    assert_eq!(found, Vec::<String>::new(), "wrap them in a sys function");
+    // The rule itself sees calls.
+    assert_eq!(
+        libc_calls("x(libc::getpid()); libc::c_int; libc::WIFEXITED(s)"),
+        ["getpid"]
+    );
+}
+
+#[test]
+fn every_unsafe_block_must_say_why_it_is_sound() {
+    // clippy::undocumented_unsafe_blocks checks each block for a `// SAFETY:` comment; this
+    // keeps the lint switched on for the whole package.
+    let manifest =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let lints = manifest
+        .split("\n[lints.clippy]\n")
+        .nth(1)
+        .expect("a [lints.clippy] table in Cargo.toml");
+    let table = lints.split("\n[").next().unwrap_or("");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.replace(' ', "") == "undocumented_unsafe_blocks=\"deny\""),
+        "undocumented_unsafe_blocks = \"deny\" in [lints.clippy]: {table}"
+    );
+}
+
+#[test]
+fn sys_exports_an_explicit_list_of_crate_private_items() {
+    // sys is a private module: `pub` there would claim a public API it does not have (and
+    // trips `unreachable_pub`), and a glob re-export would hide what the facade offers.
+    for file in library_files()
+        .into_iter()
+        .filter(|f| f.starts_with("sys/"))
+    {
+        let public: Vec<String> = uses(&file, "pub ")
+            .into_iter()
+            .filter(|l| l.trim_start().starts_with("pub "))
+            .collect();
+        assert_eq!(public, Vec::<String>::new(), "{file}: pub(crate), not pub");
+        let globs: Vec<String> = uses(&file, "use ")
+            .into_iter()
+            .filter(|l| l.contains("::*") && !l.contains("super::*"))
+            .collect();
+        assert_eq!(globs, Vec::<String>::new(), "{file}: name what is used");
+    }
 }

@@ -138,9 +138,9 @@ fn spawn_zygote() -> io::Result<State> {
     match handshake(&ours) {
         Ok(()) => {
             static AT_EXIT: std::sync::Once = std::sync::Once::new();
-            // SAFETY: registers a plain function; see `close_zygote_at_exit`.
-            AT_EXIT.call_once(|| unsafe {
-                libc::atexit(close_zygote_at_exit);
+            // A plain function; see `close_zygote_at_exit`.
+            AT_EXIT.call_once(|| {
+                sys::at_exit(close_zygote_at_exit);
             });
             Ok(State::Running { pid, sock: ours })
         }
@@ -231,13 +231,7 @@ fn write_plan(ctl: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
                 "the guardian did not read its plan",
             ));
         }
-        let mut fds = [libc::pollfd {
-            fd: ctl.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        }];
-        // SAFETY: one valid pollfd; bounded wait.
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+        sys::poll_writable(ctl.as_raw_fd(), 100);
     }
     Ok(())
 }

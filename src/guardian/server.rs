@@ -133,6 +133,8 @@ fn exec_server(
     }
     // Anything inherited by mistake goes at exec (the error pipe stays open until then).
     sys::cloexec_from_3();
-    unsafe { libc::execve(plan.path.as_ptr(), plan.argv_ptrs(), plan.envp_ptrs()) };
+    // SAFETY: the plan's argv and envp are NULL-terminated arrays of pointers into CStrings
+    // it owns, alive until exec: the guardian that holds the plan is suspended until then.
+    unsafe { sys::execve(&plan.path, plan.argv_ptrs(), plan.envp_ptrs()) };
     die(STAGE_EXEC)
 }

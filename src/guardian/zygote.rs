@@ -40,13 +40,12 @@ const PLAN_MAX: usize = 64 << 20;
 pub(super) static HOOK: extern "C" fn() = hook;
 
 extern "C" fn hook() {
-    // SAFETY: getenv before main, while the process is single-threaded.
-    let value = unsafe { libc::getenv(ZYGOTE_ENV.as_ptr()) };
-    if value.is_null() {
+    // SAFETY: before main, while the process is single-threaded: nothing changes the
+    // environment while `value` is read.
+    let Some(value) = (unsafe { sys::getenv(ZYGOTE_ENV) }) else {
         return;
-    }
-    // SAFETY: getenv returned a NUL-terminated string.
-    let value = unsafe { CStr::from_ptr(value) }.to_bytes();
+    };
+    let value = value.to_bytes();
     let mut parts = value.splitn(2, |&b| b == b':');
     let version = parts.next().and_then(sys::parse_u64);
     let parent = parts.next().and_then(sys::parse_pid);

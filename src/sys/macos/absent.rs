@@ -1,0 +1,94 @@
+//! What macOS does not have (subreaper, process name, parent-death signal, pidfd, seccomp,
+//! socket tables): the same names as on Linux, answering "not here".
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use crate::sys::{ListenCall, Pid, TcpListener};
+
+pub(crate) fn become_subreaper() -> bool {
+    false
+}
+
+pub(crate) fn set_name(_name: &CStr) {}
+
+pub(crate) fn set_parent_death_signal(_sig: libc::c_int) -> bool {
+    false
+}
+
+pub(crate) fn pidfd_open(_pid: Pid) -> Option<RawFd> {
+    None
+}
+
+pub(crate) fn pidfd_signal(_fd: RawFd, _sig: libc::c_int) -> Result<(), i32> {
+    Err(libc::ENOSYS)
+}
+
+pub(crate) fn pidfd_getfd(_pidfd: RawFd, _target_fd: RawFd) -> Option<RawFd> {
+    None
+}
+
+pub(crate) const LISTEN_EVENTS: bool = false;
+
+pub(crate) fn install_listen_filter(_no_new_privs: bool) -> Option<RawFd> {
+    None
+}
+
+pub(crate) fn privileged() -> bool {
+    false
+}
+
+pub(crate) fn receive_listen_call(_notify_fd: RawFd) -> Option<ListenCall> {
+    None
+}
+
+pub(crate) fn listen_call_valid(_notify_fd: RawFd, _id: u64) -> bool {
+    false
+}
+
+pub(crate) fn continue_listen_call(_notify_fd: RawFd, _id: u64) {}
+
+pub(crate) fn is_listening(_fd: RawFd) -> bool {
+    false
+}
+
+pub(crate) fn tcp_local_address(_fd: RawFd) -> Option<(u16, [u8; 16], u16)> {
+    None
+}
+
+/// Not known on macOS.
+pub(crate) fn tcp_listener_pid(_port: u16) -> Option<Pid> {
+    None
+}
+
+/// Not readable on macOS: readiness of a port connects instead.
+pub(crate) fn tcp_listeners() -> Option<Vec<TcpListener>> {
+    None
+}
+
+pub(crate) struct ListenerScan;
+
+impl ListenerScan {
+    pub(crate) fn new() -> ListenerScan {
+        ListenerScan
+    }
+
+    pub(crate) fn listeners(&mut self) -> Option<Vec<TcpListener>> {
+        None
+    }
+
+    pub(crate) fn listener_on(
+        &mut self,
+        _addr: std::net::SocketAddr,
+    ) -> Option<Option<TcpListener>> {
+        None
+    }
+}
+
+pub(crate) fn socket_owner(_inodes: &[u64]) -> Option<Pid> {
+    None
+}
+
+pub(crate) fn socket_inodes(_pid: Pid) -> Vec<u64> {
+    Vec::new()
+}
