@@ -12,14 +12,11 @@ use crate::sys::{self, Pid};
 ///
 /// ```
 /// use process_fixture::{ProcessFixture, Ready};
-/// let srv = ProcessFixture::builder("sh")
-///     .args(["-c", "sleep 60 & echo up; wait"])
-///     .ready(Ready::stdout("up"))
-///     .spawn()?;
+/// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none()).spawn()?;
 /// let tree = srv.processes();
 /// # if cfg!(target_os = "linux") {
-/// assert!(tree.iter().any(|p| p.pid == srv.pid()));
-/// assert!(tree.iter().any(|p| p.parent == srv.pid() && p.command.starts_with("sleep")));
+/// assert_eq!(tree[0].pid, srv.pid()); // the leader first
+/// assert_eq!(tree[0].command, "sleep 60");
 /// # }
 /// # Ok::<(), process_fixture::Error>(())
 /// ```
