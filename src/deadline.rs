@@ -10,31 +10,31 @@ pub(crate) struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// `timeout` from now; `never` when that is past what `Instant` can hold.
-    pub fn after(timeout: Duration) -> Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
         Deadline(Instant::now().checked_add(timeout))
     }
 
     /// `timeout` after `start`, saturating the same way.
-    pub fn from(start: Instant, timeout: Duration) -> Deadline {
+    pub(crate) fn from(start: Instant, timeout: Duration) -> Deadline {
         Deadline(start.checked_add(timeout))
     }
 
-    pub fn never() -> Deadline {
+    pub(crate) fn never() -> Deadline {
         Deadline(None)
     }
 
     /// Time left, `Some(ZERO)` once passed, `None` for never.
-    pub fn remaining(&self) -> Option<Duration> {
+    pub(crate) fn remaining(&self) -> Option<Duration> {
         self.0
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.remaining() == Some(Duration::ZERO)
     }
 
     /// The shorter of the time left and `cap` (`None`: wait without a limit).
-    pub fn remaining_capped(&self, cap: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn remaining_capped(&self, cap: Option<Duration>) -> Option<Duration> {
         match (self.remaining(), cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -54,18 +54,18 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(cap: Duration) -> Backoff {
+    pub(crate) fn new(cap: Duration) -> Backoff {
         Backoff::starting(Duration::from_micros(500), cap)
     }
 
-    pub fn starting(first: Duration, cap: Duration) -> Backoff {
+    pub(crate) fn starting(first: Duration, cap: Duration) -> Backoff {
         Backoff {
             next: first.min(cap),
             cap,
         }
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let now = self.next;
         self.next = (now * 3 / 2).min(self.cap);
         now

@@ -104,7 +104,7 @@ impl Stream {
     }
 
     /// Everything kept, decoded lossily.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes_from(0)).into_owned()
     }
 
@@ -117,7 +117,7 @@ impl Stream {
 
     /// The first complete line at or after absolute offset `from` that `re` matches, and the
     /// offset just past it.
-    pub fn find_line(&self, from: u64, re: &Regex) -> Option<(String, u64)> {
+    pub(crate) fn find_line(&self, from: u64, re: &Regex) -> Option<(String, u64)> {
         let first_kept = self.total - self.ring.len() as u64;
         let mut offset = from.max(first_kept);
         let bytes = self.bytes_from(offset);
@@ -142,7 +142,7 @@ impl Stream {
     }
 
     /// The last `lines` lines.
-    pub fn tail(&self, lines: usize) -> String {
+    pub(crate) fn tail(&self, lines: usize) -> String {
         let text = self.text();
         let trimmed = text.trim_end_matches('\n');
         let start = trimmed
@@ -346,7 +346,7 @@ pub(crate) struct Sources {
 
 impl Monitor {
     /// Starts the thread. `echo`: a prefix to print each line of output with.
-    pub fn start(
+    pub(crate) fn start(
         sources: Sources,
         watches: Vec<LineWatch>,
         echo: Option<String>,
@@ -390,17 +390,17 @@ impl Monitor {
 
     /// A handle on the state that outlives a borrow of the monitor (a blocking task of the
     /// async API waits on it).
-    pub fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         View(self.shared.clone())
     }
 
     /// Runs `f` on the current state.
-    pub fn with<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.shared.lock())
     }
 
     /// Waits until `f` gives `Some`, or `deadline` passes (then `None`).
-    pub fn wait_for<T>(
+    pub(crate) fn wait_for<T>(
         &self,
         deadline: Deadline,
         mut f: impl FnMut(&State) -> Option<T>,
@@ -409,17 +409,17 @@ impl Monitor {
     }
 
     /// Waits for the next event (a matched line, a report, output for a waiter) or `timeout`.
-    pub fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
+    pub(crate) fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
         self.view().wait_event(since, timeout)
     }
 
-    pub fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         self.shared.lock().events
     }
 
     /// Stops the thread: it drains what is buffered (bounded) and exits. Never waits for EOF,
     /// and the wait for the thread is bounded too.
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if let Some(fd) = self.shutdown.take() {
             // A message, not the closing: a forked child may hold a copy of this end.
             sys::write_all(fd.as_raw_fd(), b"x");
@@ -446,16 +446,16 @@ pub(crate) struct View(Arc<Shared>);
 
 impl View {
     /// Runs `f` on the current state, mutably.
-    pub fn with_mut<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+    pub(crate) fn with_mut<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.0.lock())
     }
 
-    pub fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         self.0.lock().events
     }
 
     /// Waits for the next event or `timeout` (`None`: no limit).
-    pub fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
+    pub(crate) fn wait_event(&self, since: u64, timeout: Option<Duration>) -> u64 {
         let deadline = timeout.map_or(Deadline::never(), Deadline::after);
         wait_on(&self.0, deadline, |s| {
             (s.events != since).then_some(s.events)

@@ -19,7 +19,7 @@ pub(crate) struct Values {
 impl Values {
     /// `text` with every `{port}`, `{port:NAME}` and `{dir}` replaced. A `{port:NAME}` or `{dir}`
     /// without a value (never the case once spawn prepared the values) is left as it is.
-    pub fn substitute(&self, text: &[u8]) -> Vec<u8> {
+    pub(crate) fn substitute(&self, text: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(text.len());
         let mut rest = text;
         while let Some(open) = rest.iter().position(|&b| b == b'{') {

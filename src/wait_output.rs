@@ -26,7 +26,7 @@ pub(crate) struct OutputSearch {
 }
 
 impl OutputSearch {
-    pub fn run(self) -> Result<String, Error> {
+    pub(crate) fn run(self) -> Result<String, Error> {
         self.view.with_mut(|s| s.output_waiters += 1);
         let outcome = self.find();
         self.view.with_mut(|s| s.output_waiters -= 1);
