@@ -7,13 +7,12 @@
 //!
 //! Needs gunicorn: the program named by `GUNICORN`, or `gunicorn` on `PATH`
 //! (`python3 -m venv venv && venv/bin/pip install gunicorn && GUNICORN=venv/bin/gunicorn`).
-//! Without it, prints `skipped: gunicorn not installed`, unless `CI` is set: then that is an
-//! error. tests/real_servers.rs runs this as a test.
+//! Without it, prints `skipped: gunicorn not found; set GUNICORN=/path/to/gunicorn`, unless `CI`
+//! is set: then that is an error. tests/real_servers.rs runs this as a test.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use process_fixture::{ProcessFixture, Ready};
@@ -37,10 +36,10 @@ fn main() -> common::Result {
 /// Starts gunicorn, GETs a page from one of its workers, stops it and checks that nothing of it
 /// survived.
 pub fn run() -> common::Result {
-    let found = std::env::var_os("GUNICORN")
-        .map(PathBuf::from)
-        .or_else(|| common::find_program("gunicorn", &[]));
-    let Some(gunicorn) = common::installed("gunicorn", found)? else {
+    let found = common::locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
+        common::find_program("gunicorn", &[])
+    })?;
+    let Some(gunicorn) = found else {
         return Ok(());
     };
     let mut builder = ProcessFixture::builder(gunicorn);

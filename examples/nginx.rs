@@ -5,8 +5,10 @@
 //! cargo run --example nginx
 //! ```
 //!
-//! Needs nginx ≥ 1.19.5 (for `-e stderr`; Debian: `apt-get install nginx-light`). Without it,
-//! prints `skipped: nginx not installed`, unless `CI` is set: then that is an error.
+//! Needs nginx ≥ 1.19.5 (for `-e stderr`; Debian: `apt-get install nginx-light`): the program
+//! named by `NGINX`, or `nginx` on `PATH`, `/usr/sbin` or `/usr/local/sbin`. Without it, prints
+//! `skipped: nginx not found; set NGINX=/path/to/nginx`, unless `CI` is set: then that is an
+//! error.
 //! tests/real_servers.rs runs this as a test.
 
 #[path = "common/mod.rs"]
@@ -48,8 +50,10 @@ fn main() -> common::Result {
 
 /// Starts nginx, GETs its page, stops it and checks that nothing of it survived.
 pub fn run() -> common::Result {
-    let found = common::find_program("nginx", &["/usr/sbin", "/usr/local/sbin"]);
-    let Some(nginx) = common::installed("nginx", found)? else {
+    let found = common::locate("nginx", "NGINX", "/path/to/nginx", || {
+        common::find_program("nginx", &["/usr/sbin", "/usr/local/sbin"])
+    })?;
+    let Some(nginx) = found else {
         return Ok(());
     };
     let mut builder = ProcessFixture::builder(nginx);

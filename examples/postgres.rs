@@ -6,9 +6,10 @@
 //! cargo run --example postgres
 //! ```
 //!
-//! Needs `initdb`, `postgres` and `psql` in one directory: on `PATH`, or Debian's
-//! `/usr/lib/postgresql/<version>/bin` (`apt-get install postgresql`). Without them, prints
-//! `skipped: postgres not installed`, unless `CI` is set: then that is an error.
+//! Needs `initdb`, `postgres` and `psql` in one directory: the one named by `POSTGRES_BIN`, or
+//! one on `PATH`, or Debian's `/usr/lib/postgresql/<version>/bin` (`apt-get install
+//! postgresql`). Without them, prints `skipped: postgres not found; set
+//! POSTGRES_BIN=/path/to/postgresql/bin …`, unless `CI` is set: then that is an error.
 //! tests/real_servers.rs runs this as a test.
 //!
 //! `initdb` runs inside the fixture, before `exec postgres` (one `sh -c`), rather than as a
@@ -45,7 +46,8 @@ fn main() -> common::Result {
 /// Creates a cluster and starts PostgreSQL on it, runs `SELECT 1`, stops it (SIGINT) and checks
 /// that nothing of it survived.
 pub fn run() -> common::Result {
-    let Some(bin) = common::installed("postgres", postgres_bin())? else {
+    let what = "/path/to/postgresql/bin (the directory with initdb, postgres and psql)";
+    let Some(bin) = common::locate("postgres", "POSTGRES_BIN", what, postgres_bin)? else {
         return Ok(());
     };
     let mut builder = ProcessFixture::builder("sh");

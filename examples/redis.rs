@@ -4,8 +4,10 @@
 //! cargo run --example redis
 //! ```
 //!
-//! Needs `redis-server` (Debian: `apt-get install redis-server`). Without it, prints
-//! `skipped: redis not installed`, unless `CI` is set: then that is an error.
+//! Needs `redis-server` (Debian: `apt-get install redis-server`): the program named by
+//! `REDIS_SERVER`, or `redis-server` on `PATH`. Without it, prints
+//! `skipped: redis not found; set REDIS_SERVER=/path/to/redis-server`, unless `CI` is set: then
+//! that is an error.
 //! tests/real_servers.rs runs this as a test.
 
 #[path = "common/mod.rs"]
@@ -23,8 +25,10 @@ fn main() -> common::Result {
 
 /// Starts redis-server, PINGs it, stops it and checks that nothing of it survived.
 pub fn run() -> common::Result {
-    let found = common::find_program("redis-server", &[]);
-    let Some(redis) = common::installed("redis", found)? else {
+    let found = common::locate("redis", "REDIS_SERVER", "/path/to/redis-server", || {
+        common::find_program("redis-server", &[])
+    })?;
+    let Some(redis) = found else {
         return Ok(());
     };
     let mut builder = ProcessFixture::builder(redis);

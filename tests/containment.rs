@@ -1,4 +1,4 @@
-//! Containment levels (TEARDOWN.md R3.1, R3.2): the default on Linux is the subreaper guardian,
+//! Containment levels (docs/design.md, R3.1, R3.2): the default on Linux is the subreaper guardian,
 //! which catches descendants that leave the process group; `Containment::ProcessGroup` forbids it
 //! (the macOS situation), and then a `setsid` escapee survives. The escapee test runs both ways, so
 //! it shows that the subreaper is what catches it.

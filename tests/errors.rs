@@ -1,6 +1,7 @@
 //! Every way `spawn` can be misconfigured or fail comes back as a typed [`Error`], never as a
 //! panic, and its `Display` says what was wrong (the contract of `process_fixture::Error`; the
-//! exec failure comes back from the child over a close-on-exec pipe, DESIGN.md "guardian").
+//! exec failure comes back from the child over a close-on-exec pipe: docs/design.md, "The process
+//! model").
 //!
 //! Covered: a program that does not exist (`ProgramNotFound`); a file that exists but is not
 //! executable (`Exec` with `EACCES` reported from the child, stage `exec`; `ENOENT` for a script

@@ -1,4 +1,4 @@
-//! R8.2: where a fork without exec of the test process remains (the fallback guardian, forced
+//! docs/design.md, R8.2: where a fork without exec of the test process remains (the fallback guardian, forced
 //! here with `PROCESS_FIXTURE_FORCE=no-zygote`), it never allocates. `alloc-trap` (fixtures-bin)
 //! has a global allocator that kills any forked child that allocates, checks that the trap fires,
 //! then spawns and stops fixtures through every part of the guardian. The same binary then runs

@@ -1,4 +1,4 @@
-//! Reuse safety (TEARDOWN.md Q1, R1.1–R1.3): while any process of the fixture lives, the leader is
+//! Reuse safety (docs/design.md, R1.1–R1.3): while any process of the fixture lives, the leader is
 //! kept unreaped, so its pid, which is the group id, cannot be handed to a stranger while group
 //! signals are still being sent. Seen from outside: during the stop of a server whose workers
 //! outlive the leader, the leader is a zombie (`Z`) whose parent is the guardian; only once the

@@ -1,4 +1,5 @@
-//! The test process dies, and what the crate must not do to the test process.
+//! The test process dies, and what the crate must not do to the test process. R-numbers are the
+//! requirements of docs/design.md.
 //!
 //! **Part 1: the process holding the fixture dies without (or with) `Drop`.** A helper binary,
 //! `fixture-holder`, holds a fixture of `fixture-server` and then dies: SIGKILLed (R4.1 (a)),

@@ -7,7 +7,7 @@
 //!   its exit status and output tail, instead of waiting out the deadline;
 //! - a server that never gets ready fails with `Error::NotReady` (last probe error and output
 //!   tail) and is stopped: no process of it is left;
-//! - R6.1: a server writing 64 MiB to a pipe is never blocked on it, only the last
+//! - R6.1 (docs/design.md): a server writing 64 MiB to a pipe is never blocked on it, only the last
 //!   `OUTPUT_CAP` bytes are kept, and the test process's memory does not grow with the flood;
 //! - ports: fixtures alive at once get distinct ports, a stopped fixture's port binds again, and a
 //!   fixed port that something holds is refused with `Error::PortInUse` naming the holder.

@@ -8,8 +8,19 @@
 //! cargo test --test real_servers -- --nocapture --test-threads=1
 //! ```
 //!
-//! A server that is not installed passes with "skipped: <server> not installed", except when
-//! `CI` is set (`.ci/run` installs them all): then it fails.
+//! Each server is the one an environment variable names, or else the one found on `PATH` (and
+//! where its packages put it):
+//!
+//! | test | variable |
+//! |---|---|
+//! | nginx | `NGINX=/path/to/nginx` |
+//! | redis | `REDIS_SERVER=/path/to/redis-server` |
+//! | gunicorn | `GUNICORN=/path/to/gunicorn` |
+//! | postgres | `POSTGRES_BIN=/path/to/postgresql/bin` (the directory with `initdb`, `postgres`, `psql`) |
+//!
+//! A server that is not found passes, and says so in the normal `cargo test` output (written to
+//! stderr past libtest's capture): `skipped: gunicorn not found; set GUNICORN=/path/to/gunicorn`.
+//! With `CI` set (`.ci/run` installs them all) a missing server fails its test instead.
 
 // The examples' checks read /proc: Linux only.
 #![cfg(target_os = "linux")]

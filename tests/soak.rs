@@ -1,5 +1,5 @@
 //! Soak: many spawn/stop cycles of a server with workers leave nothing behind and leak no fd
-//! (TEARDOWN.md R7.2; and R2.1, the group is empty once `stop` returns).
+//! (docs/design.md, R7.2; and R2.1, the group is empty once `stop` returns).
 //!
 //! Each cycle spawns `fixture-server --mode forking-master --workers 2` (the master exits on
 //! SIGTERM and orphans its workers, which share the listening socket), records its processes,

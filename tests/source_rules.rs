@@ -1,4 +1,5 @@
 //! Rules about the library's source that no runtime test can see reliably, checked by reading it.
+//! R-numbers are the requirements of docs/design.md.
 //!
 //! - R1.1: every signal is sent by `sys::signal`, the chokepoint (`kill` appears nowhere else,
 //!   and elsewhere in `sys` only with signal 0, which sends nothing; `pidfd_send_signal` only
@@ -16,8 +17,8 @@
 //! - Durations saturate: no `Instant + Duration` outside `deadline.rs`, which uses `checked_add`.
 //! - The zygote's constructor hook is referenced where guardians are launched, so that the
 //!   linker keeps it in every test binary.
-//! - The tokio API adds no second child-exit watcher (DESIGN.md, child-exit monitoring: the
-//!   guardian is the only one) and `Drop` uses no runtime: nothing in the library uses
+//! - The tokio API adds no second child-exit watcher (one waiter per child, docs/design.md, R7.1:
+//!   the guardian is the only one) and `Drop` uses no runtime: nothing in the library uses
 //!   `tokio::process` or `tokio::signal`, blocks on a runtime, or looks one up; tokio appears
 //!   only in `async_api.rs`.
 

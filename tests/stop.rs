@@ -1,7 +1,7 @@
 //! The stop fault matrix: real `fixture-server` processes that misbehave in known ways, stopped
 //! with `stop()` or by `drop`, and then checked through `/proc` and the port.
 //!
-//! What it proves:
+//! What it proves (R-numbers: the requirements of docs/design.md):
 //! - R2.1: after the stop no live (R2.2: not even a zombie) process is left in the leader's group,
 //!   none of the processes recorded while the fixture ran still exists, and the port binds again,
 //!   for a cooperative server, orphaned workers (leader-first, R1.2), workers and leaders that
@@ -317,7 +317,7 @@ impl Drop for KillOnDrop {
 #[test]
 #[cfg(target_os = "linux")]
 fn escaped_stdout_holder_does_not_block_drop_without_subreaper() {
-    // R6.2 as TEARDOWN.md states it: with the process group only, the setsid holder escapes the
+    // R6.2 as docs/design.md states it: with the process group only, the setsid holder escapes the
     // stop and keeps the stdout/stderr write ends open for good, so EOF never comes at all.
     let fx = server("grandchild-holds-stdout", &[])
         .containment(process_fixture::Containment::ProcessGroup)

@@ -1,6 +1,6 @@
 //! Terminals and job control, in a real pseudo-terminal (util-linux `script`) with an interactive
 //! bash that has job control on (`set -m`), as a developer's shell does:
-//! - R5.1: `holder 2>&1 | tee log` puts the holder and `tee` in one job. Using a fixture must not
+//! - R5.1 (docs/design.md): `holder 2>&1 | tee log` puts the holder and `tee` in one job. Using a fixture must not
 //!   signal that job: `PIPESTATUS` is `0 0` and the log has every line. The negative control
 //!   re-enacts the vLLM bug (`setpgid` in the parent, then SIGTERM to "its own" group) and must
 //!   show `tee` killed (143): that proves the check can fail.

@@ -1,8 +1,10 @@
 //! What the real-server examples share, and with them tests/real_servers.rs (which runs each
-//! example's `run` as a test): finding the server or skipping it, and one measured lifetime of a
-//! fixture that ends with the proof that nothing of the server survived (read from /proc: Linux).
+//! example's `run` as a test): finding the server (an environment variable, then `PATH`) or
+//! skipping it, and one measured lifetime of a fixture that ends with the proof that nothing of
+//! the server survived (read from /proc: Linux).
 #![allow(dead_code)] // each example uses a different subset
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,16 +23,36 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
-/// `found` if the server is installed. Otherwise prints `skipped: <server> not installed` and
-/// gives `None`; in CI that is an error instead.
-pub fn installed(server: &str, found: Option<PathBuf>) -> Result<Option<PathBuf>> {
-    match found {
-        Some(path) => Ok(Some(path)),
-        None if in_ci() => {
-            Err(format!("{server} not installed, and CI is set (.ci/run installs it)").into())
+/// The server `server`: the path in the environment variable `var` if it is set, else what
+/// `search` finds. A path given in `var` must exist (a wrong one is an error, never a skip).
+/// When neither gives one, writes `skipped: <server> not found; set <var>=<what>` and gives
+/// `None`; in CI that is an error instead.
+///
+/// The skip line goes to the process's stderr itself, not through `eprintln!`: libtest captures
+/// what `print!` and `eprint!` write in a test that passes, and a skipped test passes, so the
+/// line would never show in a plain `cargo test`.
+pub fn locate(
+    server: &str,
+    var: &str,
+    what: &str,
+    search: impl FnOnce() -> Option<PathBuf>,
+) -> Result<Option<PathBuf>> {
+    if let Some(given) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(given);
+        if !path.exists() {
+            return Err(format!("{var}={}: no such file or directory", path.display()).into());
         }
+        return Ok(Some(path));
+    }
+    match search() {
+        Some(path) => Ok(Some(path)),
+        None if in_ci() => Err(format!(
+            "{server} not found, and CI is set (.ci/run installs it); set {var}={what}"
+        )
+        .into()),
         None => {
-            println!("skipped: {server} not installed");
+            let line = format!("skipped: {server} not found; set {var}={what}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
             Ok(None)
         }
     }

@@ -1,5 +1,5 @@
 //! `alloc-trap`: runs fixtures in a process whose allocator kills any *forked child* that
-//! allocates (TEARDOWN.md R8.2). A guardian forked from this process without exec (the fallback,
+//! allocates (docs/design.md, R8.2). A guardian forked from this process without exec (the fallback,
 //! `PROCESS_FIXTURE_FORCE=no-zygote`) may make async-signal-safe calls only, so it must never
 //! allocate (another thread may have held the allocator's lock at the fork). If it did, the
 //! guardian would `_exit(86)` and the fixture would fail. With the zygote (the default), nothing

@@ -1,6 +1,7 @@
 //! `fixture-holder`: holds a `process_fixture::ProcessFixture` and then dies in a chosen way, so
 //! that `tests/process_death.rs` can check that the fixture's guardian cleans up after a test
-//! process that never ran (or could not run) `Drop` (TEARDOWN.md R4.1, R4.2, R4.3).
+//! process that never ran (or could not run) `Drop` (docs/design.md, R4.1, R4.2, R4.3; the
+//! R-numbers below are its requirements too).
 //!
 //! ```text
 //! fixture-holder --server PATH --mode MODE --then wait|abort|exit-static|panic|thread-exit|drop|kill-own-group
@@ -29,7 +30,8 @@
 //!   and pauses forever; prints `forked pid=<pid>`, then blocks forever (the test SIGKILLs the
 //!   holder, and must then find the server gone although the child still holds those fds).
 //!
-//! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, as some hosts do (R1.4).
+//! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, as some hosts do (docs/design.md,
+//! R1.4).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
