@@ -1,5 +1,6 @@
-//! Shared helpers for the integration tests: locating the helper binaries of `fixtures-bin`, and
-//! looking at real processes through `/proc`. No mocks: everything here reads the live system.
+//! Shared helpers for the integration tests: locating the helper binaries of `fixtures-bin`,
+//! building fixtures of them (`fixture_server`, `ready_server`), and looking at real processes
+//! through `/proc`. No mocks: everything here reads the live system.
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
@@ -249,4 +250,113 @@ pub fn marked_processes(marker: &str) -> Vec<u32> {
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
         })
         .collect()
+}
+
+/// Deadline for things that must happen soon. Generous: the tests run in parallel on a loaded
+/// machine.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// The not-ready error of a spawn that must time out: its diagnosis and its `Display` text.
+pub fn not_ready(b: &process_fixture::Builder) -> (Box<process_fixture::Diagnosis>, String) {
+    use process_fixture::Error;
+    match b.spawn() {
+        Err(e @ Error::NotReady { .. }) => {
+            let text = e.to_string();
+            let Error::NotReady { diagnosis, .. } = e else {
+                unreachable!()
+            };
+            (diagnosis, text)
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+}
+
+/// Fixtures of `fixture-server`, the server with a `--mode` for each way of behaving.
+pub mod fixture_server {
+    use std::time::Duration;
+
+    use process_fixture::{Builder, ProcessFixture, Ready};
+
+    /// A builder for `fixture-server --mode <mode> --port {port} <extra>` with `ready`.
+    pub fn server(mode: &str, extra: &[&str], ready: Ready) -> Builder {
+        let mut b = ProcessFixture::builder(super::server());
+        b.args(["--mode", mode, "--port", "{port}"])
+            .args(extra)
+            .ready(ready)
+            .ready_timeout(Duration::from_secs(30));
+        b
+    }
+
+    /// The line `fixture-server` prints once it listens on `port`.
+    pub fn listening_line(port: u16) -> String {
+        format!("listening on 127.0.0.1:{port}")
+    }
+}
+
+/// Fixtures of `ready-server`, a server that becomes ready late in the way it is told and counts
+/// the connections it accepted (its `GET /` answers `conn=<n>`).
+pub mod ready_server {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use process_fixture::{Builder, ProcessFixture, Ready};
+
+    use super::SOON;
+
+    /// How late the server gets ready: long enough that a probe that did not wait is caught.
+    pub const LATE: Duration = Duration::from_millis(150);
+    pub const LATE_MS: &str = "150";
+
+    /// The `ready-server` helper binary.
+    pub fn ready_server() -> std::path::PathBuf {
+        super::bin("ready-server")
+    }
+
+    /// `ready-server --delay-ms 150 <extra>` with `ready`.
+    pub fn late(extra: &[&str], ready: Ready) -> Builder {
+        let mut b = ProcessFixture::builder(ready_server());
+        b.args(["--delay-ms", LATE_MS])
+            .args(extra)
+            .ready(ready)
+            .ready_timeout(Duration::from_secs(30));
+        b
+    }
+
+    /// Spawns and checks that it took at least the server's delay: the probe waited.
+    pub fn spawn_late(b: &Builder) -> ProcessFixture {
+        let t = Instant::now();
+        let fx = b.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+        assert!(
+            t.elapsed() >= LATE,
+            "ready after {:?}: the probe did not wait",
+            t.elapsed()
+        );
+        fx
+    }
+
+    /// `ready-server <args>` waiting for `ready`, with a short readiness timeout.
+    pub fn server(args: &[&str], ready: Ready, timeout_ms: u64) -> Builder {
+        let mut b = ProcessFixture::builder(ready_server());
+        b.args(args)
+            .ready(ready)
+            .ready_timeout(Duration::from_millis(timeout_ms));
+        b
+    }
+
+    /// The body of `GET /` on `addr`: `conn=<n>`.
+    pub fn get(addr: SocketAddr) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(SOON)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.trim().to_owned())
+    }
+
+    pub fn local(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
 }
