@@ -6,6 +6,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ struct Prepared {
     notify: Option<OwnedFd>,
     values: Values,
     plan: Plan,
+    /// The server's working directory, for relative probe paths.
+    cwd: Option<PathBuf>,
     files_before: Vec<FileBefore>,
 }
 
@@ -110,6 +113,7 @@ fn prepare(cfg: &Config) -> Result<Prepared, Error> {
         notify: notify.map(|(fd, _)| fd),
         values,
         plan,
+        cwd,
         files_before,
     })
 }
@@ -118,7 +122,7 @@ fn prepare(cfg: &Config) -> Result<Prepared, Error> {
 const COMMAND_MAX: usize = 300;
 
 /// The server's working directory: its own, or the test process's.
-fn server_cwd(cfg: &Config, values: &Values) -> Option<std::path::PathBuf> {
+fn server_cwd(cfg: &Config, values: &Values) -> Option<PathBuf> {
     plan::working_dir(cfg, values).or_else(|| std::env::current_dir().ok())
 }
 
@@ -154,7 +158,7 @@ fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
         }
     };
     Ok(Running {
-        cwd: server_cwd(cfg, &p.values),
+        cwd: p.cwd,
         program: p.program,
         command: p.command,
         pid: 0,
