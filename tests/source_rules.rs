@@ -309,6 +309,7 @@ const LAYERS: &[&str] = &[
 /// and unit tests aside (doc links are not imports). A module's own files count as one.
 fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
     let mut graph = std::collections::BTreeMap::new();
+    let reexports = reexports();
     for file in library_files() {
         let module = file.split(['/', '.']).next().unwrap_or_default().to_owned();
         if module == "lib" {
@@ -329,15 +330,39 @@ fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeS
                         .chars()
                         .take_while(|c| c.is_alphanumeric() || *c == '_')
                         .collect();
-                    let is_module = name.chars().next().is_some_and(|c| c.is_lowercase());
-                    if is_module && name != module {
-                        targets.insert(name);
+                    let target = match reexports.get(&name) {
+                        Some(home) => home.clone(), // `crate::Builder` is `crate::builder::Builder`
+                        None => name,
+                    };
+                    let is_module = target.chars().next().is_some_and(|c| c.is_lowercase());
+                    if is_module && target != module {
+                        targets.insert(target);
                     }
                 }
             }
         }
     }
     graph
+}
+
+/// What `lib.rs` re-exports, by name, with the module it comes from (`Builder` → `builder`).
+fn reexports() -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for line in uses("lib.rs", "pub use ") {
+        let Some(rest) = line.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, items)) = rest.split_once("::") else {
+            continue;
+        };
+        let items = items
+            .trim_end_matches(';')
+            .trim_matches(|c| c == '{' || c == '}');
+        for item in items.split(',') {
+            map.insert(item.trim().to_owned(), module.to_owned());
+        }
+    }
+    map
 }
 
 #[test]
