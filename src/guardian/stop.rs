@@ -1,5 +1,5 @@
-//! The stop sequence (DESIGN.md, "The stop sequence"), run by the guardian on a STOP message or
-//! when the test process is gone. It reads top to bottom; R-numbers are TEARDOWN.md's.
+//! The stop sequence, run by the guardian on a STOP message or when the test process is gone. It
+//! reads top to bottom.
 //!
 //! Waiting is only worth it for a process that can act on the signal: one that *ignores* it
 //! (SigIgn) has discarded it for good, so it gets no grace; a *stopped* one gets SIGCONT with the
@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::main_loop::Guardian;
 use super::protocol::Msg;
-use super::Guardian;
 use crate::deadline::Backoff;
 use crate::deadline::Deadline;
 use crate::sys;
@@ -49,7 +49,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     }
 
     // 2. Everything else, unless nothing else lives: SIGTERM then SIGCONT (a stopped process keeps
-    //    TERM pending until continued, R2.3) to the group and to every live process outside it,
+    //    TERM pending until continued) to the group and to every live process outside it,
     //    then a short grace, skipped when every live process ignores SIGTERM.
     let mut outcome = g.tree.settled(&mut g.leader);
     if outcome != Ok(true) {
@@ -65,13 +65,13 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
         }
     }
 
-    // 3. Escalate: SIGKILL, re-sent on every wake until no live process remains (R2.4).
+    // 3. Escalate: SIGKILL, re-sent on every wake until no live process remains (a forking group makes new ones meanwhile).
     if outcome != Ok(true) {
         msg.flags |= Msg::F_ESCALATED;
         outcome = g.wait_settled(Deadline::after(KILL_WAIT), Some(libc::SIGKILL));
     }
 
-    // 4. Confirmed, or why not: not being able to look is never "empty" (R2.1).
+    // 4. Confirmed, or why not: not being able to look is never "empty".
     match outcome {
         Ok(true) => msg.flags |= Msg::F_CONFIRMED,
         Ok(false) => msg.detail = Msg::STILL_ALIVE,
@@ -81,7 +81,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
         }
     }
 
-    // 5. Reap the leader last (R1.3). Never signal by number after this.
+    // 5. Reap the leader last (its pid stays pinned until then). Never signal by number after this.
     if let Some(status) = g.leader.reap() {
         msg.flags |= Msg::F_REAPED;
         msg.status = status;

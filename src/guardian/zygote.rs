@@ -19,8 +19,8 @@
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+use super::main_loop::{report, Ends};
 use super::protocol::{Msg, Plan, PROTOCOL_VERSION, STAGE_FORK};
-use super::{report, Ends};
 use crate::sys::{self, ChildEvents, Pid, Target};
 
 /// The environment variable that makes a process the zygote: `<version>:<parent pid>`.
@@ -84,7 +84,7 @@ fn run(test_pid: Pid) -> ! {
     sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
     drop(null);
     sys::set_name(c"pf-zygote");
-    super::ignore_stray_signals();
+    super::main_loop::ignore_stray_signals();
     let Some(events) = ChildEvents::new() else {
         sys::exit(70)
     };
@@ -234,7 +234,7 @@ fn tell_guardian_died(ctl: RawFd, status: i32) {
 /// In the zygote's fresh child: become the guardian. Reads the plan from the control socket (a
 /// fork of the single-threaded zygote may allocate), then runs like any guardian.
 fn guardian_child(ends: Ends, test_pid: Pid, test_pgrp: Pid) -> ! {
-    super::setup(&ends, None, test_pid, test_pgrp);
+    super::main_loop::setup(&ends, None, test_pid, test_pgrp);
     let Some(plan) = read_plan(&ends) else {
         sys::exit(0); // the test side went away before sending it
     };
@@ -246,7 +246,7 @@ fn guardian_child(ends: Ends, test_pid: Pid, test_pgrp: Pid) -> ! {
             ..ends
         }
     };
-    super::run(&plan, ends, Msg::F_ZYGOTE)
+    super::main_loop::run(&plan, ends, Msg::F_ZYGOTE)
 }
 
 /// Reads the length-prefixed plan, giving up if the test process dies meanwhile.

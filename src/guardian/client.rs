@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::main_loop::Ends;
 use super::protocol::{Msg, Plan, PROTOCOL_VERSION};
 use super::zygote::{HOOK, ZYGOTE_ARGV0, ZYGOTE_ENV};
-use super::Ends;
 use crate::deadline::Deadline;
 use crate::sys::{self, Pid, Target};
 
@@ -243,7 +243,7 @@ fn write_plan(ctl: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// The fallback: fork the guardian from the test process, as the first generation did. The
-/// child makes only async-signal-safe calls (R8.2): the plan is already in its memory.
+/// child makes only async-signal-safe calls : the plan is already in its memory.
 fn forked(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
     let (ours, theirs) = sys::socketpair(false)?;
     let dev_null = sys::dev_null()?;
@@ -272,11 +272,11 @@ fn forked_child(plan: &Plan, mut ends: Ends, dev_null: i32, test_pid: Pid, test_
     if plan.pidfd {
         ends.test_watch = sys::exit_watch(test_pid).unwrap_or(-1);
     }
-    super::setup(&ends, Some(dev_null), test_pid, test_pgrp);
+    super::main_loop::setup(&ends, Some(dev_null), test_pid, test_pgrp);
     if sys::getppid() != test_pid {
         sys::exit(0); // the test process is already gone
     }
-    super::run(plan, ends, 0)
+    super::main_loop::run(plan, ends, 0)
 }
 
 /// Held around every fork of the test process and around short-lived sockets the test process
