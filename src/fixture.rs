@@ -981,6 +981,9 @@ impl Inner {
                 .or_else(|| s.guardian_closed.then_some(None))
         });
         let elapsed = started.elapsed();
+        // Reported: the guardian exits at once; wait (briefly) until it is reaped, too.
+        let reap_wait = outcome.map_or(Duration::ZERO, |_| guardian::REAP_WAIT);
+        guardian::stopped(&ctl, self.origin, Deadline::after(reap_wait));
         drop(ctl);
         let forked_status = match self.origin {
             Origin::Forked(pid) => guardian::reap_forked(pid, Deadline::after(FORKED_EXIT_WAIT)),

@@ -6,7 +6,7 @@
 //! first signal. Waits wake on exits (SIGCHLD through an fd), not on polls, so a stop costs the
 //! server's own exit time plus well under a millisecond.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::main_loop::Guardian;
 use super::protocol::Msg;
@@ -18,13 +18,23 @@ use crate::sys;
 pub(crate) const GROUP_GRACE_MAX: Duration = Duration::from_secs(1);
 /// How long SIGKILL is re-sent before the guardian gives up confirming (an unkillable process).
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Slack on top of the stop's own deadlines: scheduling, the leader's reaping, the report.
+const STOP_SLACK: Duration = Duration::from_secs(2);
+
+/// The longest time from STOP to the `STOPPED` report: the leader's grace, the rest of the
+/// fixture's grace, the SIGKILL wait, and slack. Saturates (a grace of `Duration::MAX`).
+pub(crate) fn stop_bound(grace: Duration) -> Duration {
+    [GROUP_GRACE_MAX, KILL_WAIT, STOP_SLACK]
+        .into_iter()
+        .fold(grace, crate::deadline::add)
+}
+
 /// Re-send interval cap for SIGKILL (a group that forks), and poll cap where no exit wakes us.
 const STOP_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// Leader first; grace; everything else TERM + CONT; SIGKILL re-sent until no live process
 /// remains; then, and only then, reap the leader.
 pub(super) fn stop(g: &mut Guardian) -> Msg {
-    let started = Instant::now();
     let mut msg = Msg::new(Msg::STOPPED);
     if g.tree.subreaper {
         msg.flags |= Msg::F_SUBREAPER;
@@ -40,6 +50,8 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     //    SIGCONT with it: a stopped leader could not act on it. A leader that ignores the signal
     //    gets no grace.
     let sig = g.plan.stop_signal;
+    // Counted before any signal: the processes the stop is about (nginx: master and workers).
+    msg.processes = g.tree.signal_all(&g.leader, None).live + u32::from(!g.leader.exited());
     if !g.leader.exited() {
         g.leader.signal(sig);
         g.leader.signal(libc::SIGCONT);
@@ -91,7 +103,6 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     sys::reap_any(|_, _| {});
     msg.escapees = g.tree.escapees;
     msg.killed = msg.killed.max(msg.escapees);
-    msg.elapsed_ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     msg
 }
 
