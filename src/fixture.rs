@@ -636,7 +636,10 @@ pub(crate) fn spawn(builder: &Builder) -> Result<ProcessFixture, Error> {
         builder.write_files(dir.path(), &values)?;
         chown_dir(dir.path(), builder.owner(user.as_ref()), &program)?;
     }
-    let plan = builder.plan(&values, user.as_ref())?;
+    let mut plan = builder.plan(&values, user.as_ref())?;
+    plan.dir = dir
+        .as_ref()
+        .and_then(|d| std::ffi::CString::new(d.path().as_os_str().as_encoded_bytes()).ok());
 
     let io = |context| Error::io(&program, context);
     let (out_r, out_w) = sys::pipe().map_err(io("creating a pipe"))?;
@@ -661,7 +664,7 @@ pub(crate) fn spawn(builder: &Builder) -> Result<ProcessFixture, Error> {
     let monitor = match Monitor::start(sources, watches, builder.echo()) {
         Ok(m) => m,
         Err(e) => {
-            send_stop(&writer); // the guardian stops what it started
+            send_stop(&writer, false); // the guardian stops what it started
             return Err(io("starting the output monitor")(e));
         }
     };
@@ -895,8 +898,9 @@ fn notify_socket() -> io::Result<(OwnedFd, std::ffi::OsString)> {
 }
 
 /// Asks the guardian to stop: one message, retried briefly if the socket is full.
-fn send_stop(ctl: &OwnedFd) {
-    let msg = Msg::new(Msg::STOP);
+fn send_stop(ctl: &OwnedFd, keep_dir: bool) {
+    let mut msg = Msg::new(Msg::STOP);
+    msg.flags = if keep_dir { Msg::F_KEEP_DIR } else { 0 };
     let deadline = Deadline::after(Duration::from_secs(1));
     while sys::write_once(ctl.as_raw_fd(), msg.as_bytes()) != Msg::SIZE as isize {
         if sys::errno() != libc::EAGAIN || deadline.passed() {
@@ -966,7 +970,7 @@ impl Inner {
         let Some(ctl) = self.ctl.take() else {
             return Err(self.incomplete("already stopped".into()));
         };
-        send_stop(&ctl);
+        send_stop(&ctl, self.dir.is_none()); // none: kept for a look (or never made)
         let bound = [
             guardian::GROUP_GRACE_MAX,
             guardian::KILL_WAIT,

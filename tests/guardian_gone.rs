@@ -76,3 +76,68 @@ fn a_static_fixture_and_its_guardian_are_gone_when_the_exit_is_seen() {
         Proc::read(guardian.pid)
     );
 }
+
+/// How long a removal after a death may take: the guardian (or the zygote) has to notice the
+/// death and stop the server first.
+const REMOVAL: Duration = Duration::from_secs(20);
+
+fn forked_guardians() -> bool {
+    std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.contains("no-zygote"))
+}
+
+#[test]
+fn the_directory_is_removed_when_the_test_process_is_killed() {
+    let mut child = Command::new(support::bin("fixture-holder"))
+        .arg("--server")
+        .arg(support::server())
+        .args(["--mode", "well-behaved", "--then", "wait"])
+        .env("PF_HOLDER_TEMP_DIR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting fixture-holder");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("reading the holder's report");
+    let dir = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dir="))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no dir= in {line:?}"));
+    assert!(dir.is_dir(), "{dir:?}");
+    child.kill().expect("SIGKILL the holder"); // our unreaped child: its pid is pinned
+    child.wait().expect("reaping the holder");
+    assert!(
+        support::wait_until(REMOVAL, || !dir.exists()),
+        "{dir:?} still exists {REMOVAL:?} after the test process was SIGKILLed"
+    );
+}
+
+#[test]
+fn the_directory_is_removed_when_the_guardian_is_killed() {
+    let fx = ProcessFixture::builder(support::server())
+        .args(["--mode", "well-behaved", "--port", "{port}"])
+        .ready(Ready::tcp())
+        .temp_dir()
+        .spawn()
+        .expect("spawn");
+    let dir = fx.dir().expect("a temp dir").to_path_buf();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/file"), "x").unwrap();
+    let guardian = Proc::read(fx.guardian_pid()).expect("the guardian runs");
+    // SAFETY: a plain syscall. The guardian cannot have been reaped (it only exits once told to
+    // stop), so its pid is still its own.
+    assert_eq!(unsafe { libc::kill(guardian.pid as i32, libc::SIGKILL) }, 0);
+    let mut fx = Some(fx);
+    if forked_guardians() {
+        // No zygote: the test side, which reaps the forked guardian, removes it on stop.
+        let _ = fx.take().map(ProcessFixture::stop);
+    }
+    assert!(
+        support::wait_until(REMOVAL, || !dir.exists()),
+        "{dir:?} still exists {REMOVAL:?} after the guardian was SIGKILLed"
+    );
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fx)));
+}

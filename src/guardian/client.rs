@@ -228,7 +228,7 @@ fn zygote_state() -> MutexGuard<'static, State> {
 fn via_zygote(plan: &Plan, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     let (ours, theirs) = sys::socketpair(false)?;
     let fds = [theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
-    if !send_fork(&fds) {
+    if !send_fork(&fds, plan.dir.as_ref().map_or(&[], |d| d.as_bytes())) {
         return Ok(None);
     }
     drop(theirs);
@@ -236,10 +236,12 @@ fn via_zygote(plan: &Plan, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<Opt
     Ok(Some(ours))
 }
 
-/// Sends `FORK` with the guardian's fds to the zygote, starting (or restarting, once, if it
-/// died) the zygote as needed. `false`: no zygote.
-fn send_fork(fds: &[std::os::fd::RawFd]) -> bool {
-    let msg = Msg::new(Msg::FORK);
+/// Sends `FORK` with the guardian's fds to the zygote, then the fixture's directory (the zygote
+/// removes it if the guardian is killed), starting (or restarting, once, if it died) the zygote
+/// as needed. `false`: no zygote.
+fn send_fork(fds: &[RawFd], dir: &[u8]) -> bool {
+    let mut msg = Msg::new(Msg::FORK).as_bytes().to_vec();
+    msg.extend_from_slice(dir);
     let mut state = zygote_state();
     for _ in 0..2 {
         if matches!(*state, State::NotStarted) {
@@ -248,7 +250,7 @@ fn send_fork(fds: &[std::os::fd::RawFd]) -> bool {
         let State::Running { pid, sock } = &*state else {
             return false;
         };
-        if sys::send_with_fds(sock.as_raw_fd(), msg.as_bytes(), fds).is_ok() {
+        if sys::send_with_fds(sock.as_raw_fd(), &msg, fds).is_ok() {
             return true;
         }
         // The zygote is gone (killed): reap it if it is, and start another.

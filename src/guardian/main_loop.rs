@@ -40,6 +40,8 @@ pub(super) struct Guardian<'a> {
     listen: Option<ListenWatch>,
     leader_exit_reported: bool,
     pub(super) gone_reported: bool,
+    /// STOP asked to keep the fixture's directory.
+    keep_dir: bool,
     /// Partial control message from the test side.
     ctl_buf: [u8; Msg::SIZE],
     ctl_len: usize,
@@ -76,17 +78,39 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
         listen,
         leader_exit_reported: false,
         gone_reported: false,
+        keep_dir: false,
         ctl_buf: [0; Msg::SIZE],
         ctl_len: 0,
     };
     g.watch();
     let stopped = stop::stop(&mut g);
+    if stopped.flags & Msg::F_CONFIRMED != 0 && !g.keep_dir {
+        if let Some(dir) = &plan.dir {
+            remove_dir(dir, flags & Msg::F_ZYGOTE != 0);
+        }
+    }
     report(&g.ends, &stopped);
     sys::exit(if stopped.detail == Msg::CONFIRMED {
         0
     } else {
         1
     });
+}
+
+/// Removes the fixture's directory once nothing of the server lives, without following
+/// symlinks. Raw syscalls on Linux (a forked guardian may not allocate); on macOS only in a
+/// guardian from the zygote (single-threaded, so `std` may allocate), else the test side does it.
+fn remove_dir(dir: &std::ffi::CStr, zygote: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = zygote;
+        sys::remove_tree(dir);
+    }
+    #[cfg(not(target_os = "linux"))]
+    if zygote {
+        use std::os::unix::ffi::OsStrExt;
+        let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+    }
 }
 
 /// What every guardian does first, in the child of its fork: own process group (terminal
@@ -196,7 +220,9 @@ impl Guardian<'_> {
             self.ctl_len += n as usize;
             if self.ctl_len == Msg::SIZE {
                 self.ctl_len = 0;
-                if Msg::from_bytes(&self.ctl_buf).kind == Msg::STOP {
+                let msg = Msg::from_bytes(&self.ctl_buf);
+                if msg.kind == Msg::STOP {
+                    self.keep_dir = msg.flags & Msg::F_KEEP_DIR != 0;
                     return true;
                 }
             }

@@ -82,6 +82,8 @@ impl Msg {
     pub const F_LEADER_EXITED_BEFORE: u32 = 64;
     /// `SPAWNED`: the guardian was forked by the zygote (not from the test process).
     pub const F_ZYGOTE: u32 = 128;
+    /// `STOP`: keep the fixture's directory (a failed spawn's, kept for inspection).
+    pub const F_KEEP_DIR: u32 = 256;
 
     // STOPPED reasons (detail)
     pub const CONFIRMED: u32 = 0;
@@ -324,6 +326,9 @@ pub(crate) struct Plan {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub groups: Option<Vec<u32>>,
+    /// The fixture's temporary directory: removed by the guardian once the server is gone
+    /// (unless STOP says keep it), or by the zygote when the guardian was killed.
+    pub dir: Option<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
     /// Null-terminated pointer arrays into `argv`/`envp`, built once, before any fork.
@@ -348,6 +353,7 @@ impl Plan {
             uid: None,
             gid: None,
             groups: None,
+            dir: None,
             argv,
             envp,
             argv_ptrs: Vec::new(),
@@ -389,6 +395,7 @@ impl Plan {
         for &g in self.groups.iter().flatten() {
             w.u32(g);
         }
+        w.opt_bytes(self.dir.as_ref().map(|c| c.as_bytes()));
         for list in [&self.argv, &self.envp] {
             w.u32(list.len() as u32);
             for s in list {
@@ -425,6 +432,7 @@ impl Plan {
             u32::MAX => None,
             n => Some((0..n).map(|_| r.u32()).collect::<Option<Vec<_>>>()?),
         };
+        let dir = r.opt_cstring()?;
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
             let n = r.u32()?;
@@ -443,6 +451,7 @@ impl Plan {
         plan.uid = uid;
         plan.gid = gid;
         plan.groups = groups;
+        plan.dir = dir;
         Some(plan)
     }
 }
@@ -530,6 +539,7 @@ mod tests {
         plan.listen = ListenEvents::On { no_new_privs: true };
         plan.uid = Some(70);
         plan.groups = Some(vec![1, 2]);
+        plan.dir = Some(c("/tmp/pf-x"));
         let bytes = plan.encode();
         let back = Plan::decode(&bytes).expect("decodes");
         assert_eq!(back.path, plan.path);
@@ -541,6 +551,7 @@ mod tests {
         assert_eq!(back.listen, plan.listen);
         assert_eq!((back.uid, back.gid), (Some(70), None));
         assert_eq!(back.groups, Some(vec![1, 2]));
+        assert_eq!(back.dir, plan.dir);
         assert!(
             Plan::decode(&bytes[..bytes.len() - 1]).is_none(),
             "truncated"

@@ -20,6 +20,11 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
+#[cfg(target_os = "linux")]
+mod rmtree;
+#[cfg(target_os = "linux")]
+pub use rmtree::remove_tree;
+
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
