@@ -23,7 +23,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::deadline::Deadline;
-use crate::guardian::Msg;
+use crate::guardian::{Msg, Report, Stopped};
 use crate::sys;
 
 /// Bytes of each stream kept in memory (the most recent ones): 1 MiB.
@@ -165,16 +165,16 @@ pub(crate) struct Listener {
 pub(crate) struct State {
     pub stdout: Stream,
     pub stderr: Stream,
-    /// The guardian's first report: `SPAWNED` or `SPAWN_FAILED`.
-    pub spawn: Option<Msg>,
+    /// The guardian's first report: `Spawned` or `SpawnFailed`.
+    pub spawn: Option<Report>,
     /// The leader exited (its wait status); other processes may live on.
     pub leader_exit: Option<sys::WaitStatus>,
     /// The fixture's processes all exited on their own (leader's wait status).
     pub gone: Option<sys::WaitStatus>,
     pub listeners: Vec<Listener>,
-    pub stopped: Option<Msg>,
-    /// The zygote saw the guardian die before it reported `STOPPED`.
-    pub guardian_died: Option<Msg>,
+    pub stopped: Option<Stopped>,
+    /// The zygote saw the guardian die before it reported `Stopped` (its wait status).
+    pub guardian_died: Option<sys::WaitStatus>,
     /// The control socket hit EOF or an error, or the guardian's exit was seen.
     pub guardian_closed: bool,
     /// The monitor thread has finished.
@@ -256,15 +256,19 @@ impl State {
             let mut raw = [0u8; Msg::SIZE];
             raw.copy_from_slice(&self.report_buf[..Msg::SIZE]);
             self.report_buf.drain(..Msg::SIZE);
-            let msg = Msg::from_bytes(&raw);
-            match msg.kind {
-                Msg::SPAWNED | Msg::SPAWN_FAILED => self.spawn = Some(msg),
-                Msg::LEADER_EXITED => self.leader_exit = Some(msg.status),
-                Msg::GONE => self.gone = Some(msg.status),
-                Msg::LISTENING => self.listeners.extend(listener(&msg)),
-                Msg::STOPPED => self.stopped = Some(msg),
-                Msg::GUARDIAN_DIED => self.guardian_died = Some(msg),
-                _ => {}
+            match Msg::from_bytes(&raw).decode() {
+                Some(r @ (Report::Spawned { .. } | Report::SpawnFailed { .. })) => {
+                    self.spawn = Some(r)
+                }
+                Some(Report::LeaderExited { status }) => self.leader_exit = Some(status),
+                Some(Report::Gone { status }) => self.gone = Some(status),
+                Some(Report::Listening { pid, addr }) => self.listeners.push(Listener {
+                    addr,
+                    pid: pid as u32,
+                }),
+                Some(Report::Stopped(stopped)) => self.stopped = Some(stopped),
+                Some(Report::GuardianDied { status }) => self.guardian_died = Some(status),
+                None => {}
             }
             self.events += 1;
         }
@@ -297,19 +301,6 @@ fn echo(prefix: &str, stderr: bool, line: &str) {
         }
     });
     let _ = io::stdout().flush();
-}
-
-fn listener(msg: &Msg) -> Option<Listener> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match msg.detail as i32 {
-        libc::AF_INET => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&msg.addr[..4]).ok()?)),
-        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(msg.addr)),
-        _ => return None,
-    };
-    Some(Listener {
-        addr: SocketAddr::new(ip, u16::try_from(msg.port).ok()?),
-        pid: msg.pid as u32,
-    })
 }
 
 struct Shared {

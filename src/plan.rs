@@ -75,6 +75,13 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     plan.uid = user.map(|u| u.uid).or(cfg.uid);
     plan.gid = user.map(|u| u.gid).or(cfg.gid);
     plan.groups = user.map(|u| u.groups.clone());
+    // The guardian removes it once the server is gone, whatever becomes of the test process.
+    plan.dir = match &values.dir {
+        Some(dir) => Some(c_string(cfg, dir.as_os_str().as_bytes(), || {
+            "the fixture's directory".into()
+        })?),
+        None => None,
+    };
     Ok(plan)
 }
 

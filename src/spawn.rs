@@ -16,7 +16,7 @@ use crate::diagnose;
 use crate::dir;
 use crate::error::{Error, ExecStage};
 use crate::fixture::ProcessFixture;
-use crate::guardian::{self, Msg, Origin, Plan};
+use crate::guardian::{self, Origin, Plan, Report, Stage};
 use crate::output::{LineWatch, Monitor, Sources};
 use crate::placeholders::Values;
 use crate::plan;
@@ -153,7 +153,7 @@ fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
     let monitor = match Monitor::start(sources, p.watches, cfg.echo()) {
         Ok(m) => m,
         Err(e) => {
-            teardown::send_stop(&writer); // the guardian stops what it started
+            teardown::send_stop(&writer, false); // the guardian stops what it started
             return Err(io("starting the output monitor")(e));
         }
     };
@@ -187,20 +187,25 @@ fn wait_spawned(run: &mut Running, timeout: Duration) -> Result<bool, Error> {
             .or_else(|| (s.guardian_closed || s.guardian_died.is_some()).then_some(None))
     });
     match first.flatten() {
-        Some(msg) if msg.kind == Msg::SPAWNED => {
-            run.pid = msg.pid;
-            run.guardian_pid = msg.guardian;
-            Ok(msg.flags & Msg::F_LISTEN_EVENTS != 0)
+        Some(Report::Spawned {
+            pid,
+            guardian,
+            listen_events,
+            ..
+        }) => {
+            run.pid = pid;
+            run.guardian_pid = guardian;
+            Ok(listen_events)
         }
-        Some(msg) => {
+        Some(Report::SpawnFailed { stage, errno, .. }) => {
             let _ = teardown::finish(run);
             Err(Error::Exec {
                 program: run.program.clone(),
-                stage: exec_stage(msg.detail),
-                source: io::Error::from_raw_os_error(msg.errno),
+                stage: exec_stage(stage),
+                source: io::Error::from_raw_os_error(errno),
             })
         }
-        None => {
+        _ => {
             let _ = teardown::finish(run);
             Err(teardown::guardian_died(run, None))
         }
@@ -235,15 +240,14 @@ fn wait_ready(
     Err(diagnose::fail(fixture.into_running(), failure, diagnosis))
 }
 
-/// The stage a `SPAWN_FAILED` report names.
-fn exec_stage(stage: u32) -> ExecStage {
-    use crate::guardian::protocol::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_SETUP};
+/// The stage a `SpawnFailed` report names, as the public error says it.
+fn exec_stage(stage: Stage) -> ExecStage {
     match stage {
-        STAGE_CHDIR => ExecStage::WorkingDir,
-        STAGE_EXEC => ExecStage::Exec,
-        STAGE_CREDENTIALS => ExecStage::Credentials,
-        STAGE_SETUP => ExecStage::Setup,
-        _ => ExecStage::Fork,
+        Stage::Fork => ExecStage::Fork,
+        Stage::Chdir => ExecStage::WorkingDir,
+        Stage::Exec => ExecStage::Exec,
+        Stage::Credentials => ExecStage::Credentials,
+        Stage::Setup => ExecStage::Setup,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, StopFailure};
-use crate::guardian::{self, Msg, Origin};
+use crate::guardian::{self, Msg, Origin, Outcome, Stopped};
 use crate::report::{Containment, GuardianKind, StopReport};
 use crate::running::Running;
 use crate::sys;
@@ -37,8 +37,8 @@ pub(crate) fn stop(run: &mut Running) -> Result<StopReport, Error> {
     }
 }
 
-/// Sends STOP, waits for the report, stops the monitor. Idempotent: a second call finds the
-/// control socket gone and reports nothing more.
+/// Sends STOP, waits for the report, then (bounded) for the guardian to be gone, and stops the
+/// monitor. Idempotent: a second call finds the control socket gone and reports nothing more.
 pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
     let started = Instant::now();
     let Some(ctl) = run.ctl.take() else {
@@ -50,39 +50,31 @@ pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
             None,
         ));
     };
-    send_stop(&ctl);
-    let bound = stop_bound(run.grace);
+    // No directory left to remove here: kept for a look (a failed spawn), or never made.
+    send_stop(&ctl, run.dir.is_none());
+    let bound = guardian::stop_bound(run.grace);
     let outcome = run.monitor.wait_for(Deadline::from(started, bound), |s| {
+        let died = s.guardian_died.map(Err);
         s.stopped
-            .or(s.guardian_died)
+            .map(Ok)
+            .or(died)
             .map(Some)
             .or_else(|| s.guardian_closed.then_some(None))
     });
     let elapsed = started.elapsed();
+    // Reported: the guardian exits at once; wait (briefly) until it is reaped too.
+    let reap_wait = outcome.map_or(Duration::ZERO, |_| guardian::REAP_WAIT);
+    guardian::stopped(&ctl, run.origin, Deadline::after(reap_wait));
     drop(ctl);
     let forked_status = match run.origin {
         Origin::Forked(pid) => guardian::reap_forked(pid, Deadline::after(FORKED_EXIT_WAIT)),
         Origin::Zygote => None,
     };
     run.monitor.shutdown();
-    drop(run.dir.take()); // removed once nothing of the server can write to it
+    drop(run.dir.take()); // the guardian removed it; this only makes sure
     match outcome {
-        Some(Some(msg)) if msg.kind == Msg::GUARDIAN_DIED => {
-            Err(guardian_died(run, Some(msg.status)))
-        }
-        Some(Some(msg)) if msg.flags & Msg::F_CONFIRMED != 0 => Ok(report(run, &msg, elapsed)),
-        Some(Some(msg)) => {
-            let failure = if msg.detail == Msg::CANNOT_LIST {
-                StopFailure::CannotList {
-                    reason: io::Error::from_raw_os_error(msg.errno),
-                }
-            } else {
-                StopFailure::StillAlive {
-                    waited: guardian::KILL_WAIT,
-                }
-            };
-            Err(incomplete(run, failure, Some(report(run, &msg, elapsed))))
-        }
+        Some(Some(Ok(stopped))) => confirmed(run, &stopped, elapsed),
+        Some(Some(Err(status))) => Err(guardian_died(run, Some(status))),
         Some(None) => Err(guardian_died(run, forked_status)),
         None => Err(incomplete(
             run,
@@ -92,20 +84,26 @@ pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
     }
 }
 
-/// The longest a stop may take: the guardian's bound for this grace period, and a margin.
-fn stop_bound(grace: Duration) -> Duration {
-    [
-        guardian::GROUP_GRACE_MAX,
-        guardian::KILL_WAIT,
-        Duration::from_secs(2),
-    ]
-    .into_iter()
-    .fold(grace, crate::deadline::add)
+/// The report, when the guardian could confirm that nothing is left; the failure otherwise.
+fn confirmed(run: &Running, stopped: &Stopped, elapsed: Duration) -> Result<StopReport, Error> {
+    let report = report(run, stopped, elapsed);
+    let failure = match stopped.outcome {
+        Outcome::Confirmed => return Ok(report),
+        Outcome::CannotList(errno) => StopFailure::CannotList {
+            reason: io::Error::from_raw_os_error(errno),
+        },
+        Outcome::StillAlive => StopFailure::StillAlive {
+            waited: guardian::KILL_WAIT,
+        },
+    };
+    Err(incomplete(run, failure, Some(report)))
 }
 
-/// Asks the guardian to stop: one message, retried briefly if the socket is full.
-pub(crate) fn send_stop(ctl: &OwnedFd) {
-    let msg = Msg::new(Msg::STOP);
+/// Asks the guardian to stop: one message, retried briefly if the socket is full. `keep_dir`:
+/// the fixture's directory stays (a failed spawn's, for a look).
+pub(crate) fn send_stop(ctl: &OwnedFd, keep_dir: bool) {
+    let mut msg = Msg::new(Msg::STOP);
+    msg.flags = if keep_dir { Msg::F_KEEP_DIR } else { 0 };
     let deadline = Deadline::after(Duration::from_secs(1));
     while sys::write_once(ctl.as_raw_fd(), msg.as_bytes()) != Msg::SIZE as isize {
         if sys::errno() != libc::EAGAIN || deadline.passed() {
@@ -115,16 +113,16 @@ pub(crate) fn send_stop(ctl: &OwnedFd) {
     }
 }
 
-fn report(run: &Running, msg: &Msg, elapsed: Duration) -> StopReport {
+fn report(run: &Running, stopped: &Stopped, elapsed: Duration) -> StopReport {
     StopReport {
-        exit_status: (msg.flags & Msg::F_REAPED != 0).then(|| ExitStatus::from_raw(msg.status)),
-        exited_before_stop: msg.flags & Msg::F_LEADER_EXITED_BEFORE != 0,
-        escalated: msg.flags & Msg::F_ESCALATED != 0,
+        exit_status: stopped.exit_status.map(ExitStatus::from_raw),
+        exited_before_stop: stopped.leader_exited_before,
+        escalated: stopped.escalated,
         elapsed,
-        processes_at_stop: None,
-        processes_signalled: msg.killed as usize,
-        escapees_signalled: msg.escapees as usize,
-        containment: if msg.flags & Msg::F_SUBREAPER != 0 {
+        processes_at_stop: Some(stopped.processes_at_stop as usize).filter(|&n| n > 0),
+        processes_signalled: stopped.signalled as usize,
+        escapees_signalled: stopped.escapees as usize,
+        containment: if stopped.subreaper {
             Containment::Subreaper
         } else {
             Containment::ProcessGroup

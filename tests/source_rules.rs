@@ -46,7 +46,7 @@ fn library_files() -> Vec<String> {
     }
     files.sort();
     for expected in [
-        "guardian/mod.rs",
+        "guardian/main_loop.rs",
         "guardian/stop.rs",
         "sys/mod.rs",
         "sys/signal.rs",
@@ -177,13 +177,13 @@ fn only_the_guardian_changes_groups_dispositions_and_reaper_state() {
                 call,
                 &[
                     "sys/",
-                    "guardian/mod.rs",
+                    "guardian/main_loop.rs",
                     "guardian/server.rs",
                     "guardian/zygote.rs"
                 ]
             ),
             Vec::<String>::new(),
-            "{call}: not from the test side of guardian/ (launch.rs)"
+            "{call}: not from the test side of guardian/ (client.rs)"
         );
     }
     for raw in [
@@ -211,7 +211,7 @@ fn nothing_in_the_guardian_can_unwind() {
     let guardian_code: Vec<String> = library_files()
         .into_iter()
         .filter(|f| {
-            (f.starts_with("guardian/") && f != "guardian/launch.rs") || f.starts_with("sys/")
+            (f.starts_with("guardian/") && f != "guardian/client.rs") || f.starts_with("sys/")
         })
         .collect();
     assert!(guardian_code.len() >= 8, "{guardian_code:?}");
@@ -253,7 +253,7 @@ fn durations_saturate() {
 
 #[test]
 fn the_zygote_hook_is_kept_by_the_linker() {
-    assert_eq!(uses("guardian/launch.rs", "black_box(&HOOK)").len(), 1);
+    assert_eq!(uses("guardian/client.rs", "black_box(&HOOK)").len(), 1);
     assert_eq!(uses("guardian/zygote.rs", "#[used]").len(), 1);
 }
 

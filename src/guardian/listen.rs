@@ -1,6 +1,6 @@
 //! `listen()` as an event (Linux): the server's child installs a seccomp filter before exec that
-//! turns each `listen()` of the server's processes into a user notification for the guardian
-//! (DESIGN.md, Readiness). The guardian copies the socket (`pidfd_getfd`), lets the call go on
+//! turns each `listen()` of the server's processes into a user notification for the guardian.
+//! The guardian copies the socket (`pidfd_getfd`), lets the call go on
 //! unchanged (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), waits for the socket to be listening, and
 //! reports its address: readiness of a port is known the moment it exists, with no polling and
 //! no connection to the server, and a listener of another process is never taken for ours.

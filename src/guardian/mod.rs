@@ -6,276 +6,42 @@
 //!   │                                        └─ workers …, escapees (re-parented to the guardian)
 //!   └─ zygote (exec'd once per test process; forks the guardians; reaps them)
 //! ```
-//! Where it comes from ([`launch`]): the test executable is exec'd once per test process in
+//! Where it comes from ([`client`]): the test executable is exec'd once per test process in
 //! *zygote mode* (a constructor hook, [`zygote`], runs before `main`), and the zygote forks one
 //! guardian per fixture. Nothing of the test process is copied: its memory, however large, costs
 //! nothing, no page of it is shared copy-on-write, and a panic can never unwind into the test's
 //! frames. Where the executable cannot be re-run (a cdylib in another program, a handshake that
 //! fails) the guardian is forked from the test process instead, as the first generation was: the
 //! same code then runs in a fork of a multithreaded process, so everything here stays
-//! async-signal-safe (no allocation, no locks, no `log`: R8.2, checked by `alloc-trap`).
+//! async-signal-safe (no allocation, no locks, no `log`; `tests/fork_safety.rs` checks it with an
+//! allocator that kills the process).
 //!
-//! Its life ([`run`]): start the leader ([`server`]); sleep until something happens (a message,
+//! Its life ([`main_loop`]): start the leader ([`server`]); sleep until something happens (a message,
 //! a child exit as SIGCHLD through an fd, the test process's exit through a pidfd, a `listen()`
 //! through seccomp: never a timer when idle); report what it sees; on `STOP`, or when the test
 //! process is gone, run the stop sequence ([`stop`]) and exit. Because it is the leader's parent it
 //! keeps the leader unreaped until nothing else lives, so no signal by number can reach a
-//! recycled pid (TEARDOWN.md Q1, R1.1–R1.3).
+//! recycled pid.
+//!
+//! Files: [`client`] is the test side (starting a guardian, stopping, reaping); [`protocol`] the
+//! messages and the plan; [`main_loop`] the guardian's entry and main loop; [`stop`] the stop
+//! sequence; [`server`] the leader's start; [`tree`] the fixture's processes; [`listen`] the
+//! `listen()` watch; [`zygote`] the zygote.
 
-mod launch;
+mod client;
 mod listen;
+mod main_loop;
 pub(crate) mod protocol;
 mod server;
 mod stop;
 mod tree;
 mod zygote;
 
-use std::os::fd::RawFd;
-use std::time::Duration;
-
-pub(crate) use launch::{fork_gate, launch, reap_forked, Origin};
+// What the rest of the crate uses.
+pub(crate) use client::{fork_gate, launch, reap_forked, stopped, Origin, REAP_WAIT};
 pub(crate) use protocol::{ListenEvents, Msg, Plan};
+#[allow(unused_imports)] // the test side switches from `Msg` to `Report` next
+pub(crate) use protocol::{Outcome, Report, Stage, Stopped};
+#[allow(unused_imports)] // the test side's `finish()` switches to it next
+pub(crate) use stop::stop_bound;
 pub(crate) use stop::{GROUP_GRACE_MAX, KILL_WAIT};
-
-use crate::deadline::{Backoff, Deadline};
-use crate::sys::{self, ChildEvents, Pid};
-use listen::ListenWatch;
-use tree::{Leader, Tree};
-
-/// Idle polling cap, only where exits cannot wake the guardian (process-group containment after
-/// the leader exited: orphaned members are not its children).
-const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
-
-/// The fds a guardian keeps (all others are closed right after its fork).
-#[derive(Clone, Copy)]
-pub(crate) struct Ends {
-    /// Its end of the control socket.
-    pub ctl: RawFd,
-    /// Write ends of the server's stdout and stderr pipes.
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    /// Readable when the test process exits (pidfd / kqueue), or -1.
-    pub test_watch: RawFd,
-}
-
-/// The guardian's state while the server runs.
-pub(super) struct Guardian<'a> {
-    plan: &'a Plan,
-    ends: Ends,
-    leader: Leader,
-    tree: Tree,
-    /// SIGCHLD as an fd: wakes on every exit of a child (and, as subreaper, of every orphan).
-    events: Option<ChildEvents>,
-    listen: Option<ListenWatch>,
-    leader_exit_reported: bool,
-    gone_reported: bool,
-    /// Partial control message from the test side.
-    ctl_buf: [u8; Msg::SIZE],
-    ctl_len: usize,
-}
-
-/// The guardian's whole life, in a fresh fork that has already run [`setup`]. Never returns.
-pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
-    let subreaper = plan.subreaper && sys::become_subreaper();
-    let events = ChildEvents::new();
-    let (leader_pid, listen) = match server::spawn_leader(plan, &ends) {
-        Ok(started) => started,
-        Err(failed) => {
-            report(&ends, &failed);
-            sys::exit(0);
-        }
-    };
-    let mut spawned = Msg::new(Msg::SPAWNED);
-    spawned.pid = leader_pid;
-    spawned.guardian = sys::getpid();
-    spawned.flags = flags
-        | if subreaper { Msg::F_SUBREAPER } else { 0 }
-        | if listen.is_some() {
-            Msg::F_LISTEN_EVENTS
-        } else {
-            0
-        };
-    report(&ends, &spawned);
-    let mut g = Guardian {
-        plan,
-        ends,
-        leader: Leader::new(leader_pid),
-        tree: Tree::new(leader_pid, subreaper, plan.pidfd),
-        events,
-        listen,
-        leader_exit_reported: false,
-        gone_reported: false,
-        ctl_buf: [0; Msg::SIZE],
-        ctl_len: 0,
-    };
-    g.watch();
-    let stopped = stop::stop(&mut g);
-    report(&g.ends, &stopped);
-    sys::exit(if stopped.detail == Msg::CONFIRMED {
-        0
-    } else {
-        1
-    });
-}
-
-/// What every guardian does first, in the child of its fork: own process group (terminal
-/// signals and nextest's group kill miss it), only its own fds, stdio on /dev/null (it holds no
-/// copy of the test's output), a name, and signal dispositions fit for a reaper.
-pub(super) fn setup(ends: &Ends, dev_null: Option<RawFd>, test_pid: Pid, test_pgrp: Pid) {
-    sys::new_process_group();
-    sys::protect(test_pid, test_pgrp);
-    sys::set_name(c"pf-guardian");
-    let own = [ends.ctl, ends.stdout, ends.stderr, ends.test_watch];
-    if let Some(null) = dev_null {
-        for fd in 0..=2 {
-            sys::dup2(null, fd);
-        }
-    }
-    sys::close_all_except(&own);
-    ignore_stray_signals();
-}
-
-/// A stray `pkill` or a terminal signal must not kill (or job-control stop) a guardian or the
-/// zygote and orphan a server: stop requests are messages. EPIPE on a socket is handled, not
-/// fatal. A host that ignores SIGCHLD would have zombies auto-reaped, freeing the pinned pid
-/// (R1.4): back to default. The server gets default dispositions back before exec.
-pub(super) fn ignore_stray_signals() {
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGPIPE,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ] {
-        sys::set_ignored(sig, true);
-    }
-    sys::set_ignored(libc::SIGCHLD, false);
-}
-
-/// Writes one report without blocking: a test side that no longer reads (dead, with a forked
-/// child holding its end of the socket) must never stall the guardian. A full buffer drops it.
-pub(super) fn report(ends: &Ends, msg: &Msg) {
-    let _ = sys::write_once(ends.ctl, msg.as_bytes());
-}
-
-impl Guardian<'_> {
-    /// Idle until a stop request or the test process's exit: reap orphans as they die, report the
-    /// leader's exit, a listening socket, and once if the whole fixture is gone on its own (so
-    /// readiness can fail fast; a daemonising leader that exits 0 while its daemon lives is not
-    /// gone).
-    fn watch(&mut self) {
-        let _ = sys::set_nonblocking(self.ends.ctl);
-        let mut backoff = Backoff::new(IDLE_POLL_MAX);
-        loop {
-            self.check_exits();
-            let mut fds = [
-                sys::pollfd(self.ends.ctl),
-                sys::pollfd(self.ends.test_watch),
-                sys::pollfd(self.events.as_ref().map_or(-1, ChildEvents::fd)),
-                sys::pollfd(self.listen.as_ref().map_or(-1, ListenWatch::fd)),
-            ];
-            let cap = (!self.exits_wake_us() && !self.gone_reported).then(|| backoff.next());
-            sys::poll(&mut fds, cap);
-            if fds[0].revents != 0 && self.stop_requested() {
-                return;
-            }
-            if fds[1].revents != 0 {
-                return; // the test process is gone
-            }
-            if fds[2].revents != 0 {
-                self.drain_events();
-            }
-            if fds[3].revents != 0 {
-                self.serve_listen(fds[3].revents, true);
-            }
-        }
-    }
-
-    /// Reports the leader's exit and the fixture being gone, each once; reaps dead orphans.
-    fn check_exits(&mut self) {
-        if !self.leader_exit_reported && self.leader.exited() {
-            let mut msg = Msg::new(Msg::LEADER_EXITED);
-            msg.status = self.leader.exit.unwrap_or_default();
-            report(&self.ends, &msg);
-            self.leader_exit_reported = true;
-        }
-        let settled = self.tree.settled(&mut self.leader);
-        if !self.gone_reported && settled == Ok(true) {
-            let mut msg = Msg::new(Msg::GONE);
-            msg.status = self.leader.exit.unwrap_or_default();
-            report(&self.ends, &msg);
-            self.gone_reported = true;
-        }
-    }
-
-    /// Reads what the test side sent. True on STOP, or when the socket is closed or broken (the
-    /// test side is gone).
-    fn stop_requested(&mut self) -> bool {
-        loop {
-            let n = sys::read(self.ends.ctl, &mut self.ctl_buf[self.ctl_len..]);
-            if n == 0 || (n < 0 && sys::errno() != libc::EAGAIN) {
-                return true;
-            }
-            if n < 0 {
-                return false;
-            }
-            self.ctl_len += n as usize;
-            if self.ctl_len == Msg::SIZE {
-                self.ctl_len = 0;
-                if Msg::from_bytes(&self.ctl_buf).kind == Msg::STOP {
-                    return true;
-                }
-            }
-        }
-    }
-
-    /// Whether every exit that matters wakes us: SIGCHLD comes through an fd, and, as subreaper,
-    /// every process of the fixture is a descendant.
-    fn exits_wake_us(&self) -> bool {
-        self.events.is_some() && self.tree.subreaper
-    }
-
-    fn drain_events(&self) {
-        if let Some(events) = &self.events {
-            events.drain();
-        }
-    }
-
-    /// Lets a pending `listen()` go ahead; reports it unless the stop is under way. A listener
-    /// that hung up (every process that had the filter has exited) is closed for good: it would
-    /// otherwise wake every poll at once, and the guardian would spin.
-    fn serve_listen(&mut self, revents: libc::c_short, report_them: bool) {
-        let Some(listen) = &mut self.listen else {
-            return;
-        };
-        match listen.handle() {
-            Some(msg) if report_them => report(&self.ends, &msg),
-            Some(_) => {}
-            None if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 => {
-                if let Some(gone) = self.listen.take() {
-                    gone.close();
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// Sleeps until a child exits, a `listen()` waits, `deadline` passes, or `cap` (a poll
-    /// interval for what no event reports).
-    fn sleep(&mut self, deadline: Deadline, cap: Option<Duration>) {
-        let mut fds = [
-            sys::pollfd(self.events.as_ref().map_or(-1, ChildEvents::fd)),
-            sys::pollfd(self.listen.as_ref().map_or(-1, ListenWatch::fd)),
-        ];
-        sys::poll(&mut fds, deadline.remaining_capped(cap));
-        if fds[0].revents != 0 {
-            self.drain_events();
-        }
-        if fds[1].revents != 0 {
-            self.serve_listen(fds[1].revents, false);
-        }
-    }
-}

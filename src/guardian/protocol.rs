@@ -23,9 +23,9 @@ use crate::sys::{Pid, WaitStatus};
 /// Bumped whenever a message or the plan changes shape: a zygote of another build refuses to
 /// serve (the executable was replaced by a rebuild while tests ran), and the test side falls
 /// back to a forked guardian.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
-/// One message. Plain data, no padding: 8 × u32, u64, 16 bytes, 2 × i32.
+/// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Msg {
@@ -40,7 +40,10 @@ pub(crate) struct Msg {
     pub port: u32,
     pub killed: u32,
     pub escapees: u32,
-    pub elapsed_ns: u64,
+    /// `STOPPED`: how many processes of the fixture lived when the stop began (leader included).
+    pub processes: u32,
+    /// Zero: keeps the message free of padding.
+    pub spare: u32,
     pub addr: [u8; 16],
     /// The guardian's own pid (`SPAWNED`, `SPAWN_FAILED`).
     pub guardian: Pid,
@@ -79,6 +82,8 @@ impl Msg {
     pub const F_LEADER_EXITED_BEFORE: u32 = 64;
     /// `SPAWNED`: the guardian was forked by the zygote (not from the test process).
     pub const F_ZYGOTE: u32 = 128;
+    /// `STOP`: keep the fixture's directory (a failed spawn's, kept for inspection).
+    pub const F_KEEP_DIR: u32 = 256;
 
     // STOPPED reasons (detail)
     pub const CONFIRMED: u32 = 0;
@@ -106,12 +111,189 @@ impl Msg {
     }
 }
 
-/// The stages of starting the server, reported by `SPAWN_FAILED`.
+/// The stages of starting the server, reported by `SPAWN_FAILED` (in `detail`).
 pub(crate) const STAGE_FORK: u32 = 1;
 pub(crate) const STAGE_CHDIR: u32 = 2;
 pub(crate) const STAGE_EXEC: u32 = 3;
 pub(crate) const STAGE_CREDENTIALS: u32 = 4;
 pub(crate) const STAGE_SETUP: u32 = 5;
+
+/// The stage of starting the server that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Fork,
+    Chdir,
+    Exec,
+    Credentials,
+    Setup,
+}
+
+impl Stage {
+    /// An unknown number is taken for the fork (the first stage).
+    fn from_raw(stage: u32) -> Stage {
+        match stage {
+            STAGE_CHDIR => Stage::Chdir,
+            STAGE_EXEC => Stage::Exec,
+            STAGE_CREDENTIALS => Stage::Credentials,
+            STAGE_SETUP => Stage::Setup,
+            _ => Stage::Fork,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Fork => "fork",
+            Stage::Chdir => "changing to the working directory",
+            Stage::Exec => "exec",
+            Stage::Credentials => "switching user and groups",
+            Stage::Setup => "setting up the guardian",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
+#[allow(dead_code)]
+/// A message from the guardian (or the zygote, for `GuardianDied`), decoded once, on arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The leader runs.
+    Spawned {
+        pid: Pid,
+        guardian: Pid,
+        /// The guardian reports `listen()` calls (`Listening`).
+        listen_events: bool,
+        /// The guardian was forked by the zygote.
+        zygote: bool,
+        /// The guardian is a child subreaper.
+        subreaper: bool,
+    },
+    /// The server could not be started.
+    SpawnFailed {
+        stage: Stage,
+        errno: i32,
+        guardian: Pid,
+    },
+    /// The leader exited (observed, not reaped); other processes may live on.
+    LeaderExited { status: WaitStatus },
+    /// The leader exited and nothing else of the fixture lives (before any stop request).
+    Gone { status: WaitStatus },
+    /// A process of the fixture listens on a TCP socket.
+    Listening {
+        pid: Pid,
+        addr: std::net::SocketAddr,
+    },
+    /// The stop sequence is done.
+    Stopped(Stopped),
+    /// The guardian died before it reported `Stopped` (written by the zygote).
+    GuardianDied { status: WaitStatus },
+}
+
+// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
+#[allow(dead_code)]
+/// How the stop sequence ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// No process of the fixture lives.
+    Confirmed,
+    /// Processes were still alive when the last deadline passed.
+    StillAlive,
+    /// The processes could not be listed (this errno): nothing could be confirmed.
+    CannotList(i32),
+}
+
+// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
+#[allow(dead_code)]
+/// The `STOPPED` report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stopped {
+    /// The leader's wait status, when the guardian reaped it.
+    pub exit_status: Option<WaitStatus>,
+    /// SIGKILL was needed.
+    pub escalated: bool,
+    pub outcome: Outcome,
+    /// The guardian was a child subreaper (else: process-group containment).
+    pub subreaper: bool,
+    /// The leader had exited on its own before the stop request.
+    pub leader_exited_before: bool,
+    /// Everything had exited on its own before the stop request.
+    pub gone_before: bool,
+    /// Processes signalled besides the leader.
+    pub signalled: u32,
+    /// Of those, outside the leader's process group.
+    pub escapees: u32,
+    /// Processes of the fixture alive when the stop began, leader included.
+    pub processes_at_stop: u32,
+}
+
+// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
+#[allow(dead_code)]
+impl Msg {
+    /// The message as a [`Report`]; `None` for a kind the test side is never sent.
+    pub fn decode(&self) -> Option<Report> {
+        let flag = |f: u32| self.flags & f != 0;
+        Some(match self.kind {
+            Msg::SPAWNED => Report::Spawned {
+                pid: self.pid,
+                guardian: self.guardian,
+                listen_events: flag(Msg::F_LISTEN_EVENTS),
+                zygote: flag(Msg::F_ZYGOTE),
+                subreaper: flag(Msg::F_SUBREAPER),
+            },
+            Msg::SPAWN_FAILED => Report::SpawnFailed {
+                stage: Stage::from_raw(self.detail),
+                errno: self.errno,
+                guardian: self.guardian,
+            },
+            Msg::LEADER_EXITED => Report::LeaderExited {
+                status: self.status,
+            },
+            Msg::GONE => Report::Gone {
+                status: self.status,
+            },
+            Msg::LISTENING => {
+                use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+                let ip = match self.detail as i32 {
+                    libc::AF_INET => {
+                        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&self.addr[..4]).ok()?))
+                    }
+                    libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(self.addr)),
+                    _ => return None,
+                };
+                Report::Listening {
+                    pid: self.pid,
+                    addr: std::net::SocketAddr::new(ip, u16::try_from(self.port).ok()?),
+                }
+            }
+            Msg::STOPPED => Report::Stopped(Stopped {
+                exit_status: flag(Msg::F_REAPED).then_some(self.status),
+                escalated: flag(Msg::F_ESCALATED),
+                outcome: if flag(Msg::F_CONFIRMED) {
+                    Outcome::Confirmed
+                } else if self.detail == Msg::CANNOT_LIST {
+                    Outcome::CannotList(self.errno)
+                } else {
+                    Outcome::StillAlive
+                },
+                subreaper: flag(Msg::F_SUBREAPER),
+                leader_exited_before: flag(Msg::F_LEADER_EXITED_BEFORE),
+                gone_before: flag(Msg::F_GONE_BEFORE),
+                signalled: self.killed,
+                escapees: self.escapees,
+                processes_at_stop: self.processes,
+            }),
+            Msg::GUARDIAN_DIED => Report::GuardianDied {
+                status: self.status,
+            },
+            _ => return None,
+        })
+    }
+}
 
 /// Whether to watch `listen()` calls through seccomp (see `guardian::listen`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +321,9 @@ pub(crate) struct Plan {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub groups: Option<Vec<u32>>,
+    /// The fixture's temporary directory: removed by the guardian once the server is gone
+    /// (unless STOP says keep it), or by the zygote when the guardian was killed.
+    pub dir: Option<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
     /// Null-terminated pointer arrays into `argv`/`envp`, built once, before any fork.
@@ -163,6 +348,7 @@ impl Plan {
             uid: None,
             gid: None,
             groups: None,
+            dir: None,
             argv,
             envp,
             argv_ptrs: Vec::new(),
@@ -204,6 +390,7 @@ impl Plan {
         for &g in self.groups.iter().flatten() {
             w.u32(g);
         }
+        w.opt_bytes(self.dir.as_ref().map(|c| c.as_bytes()));
         for list in [&self.argv, &self.envp] {
             w.u32(list.len() as u32);
             for s in list {
@@ -240,6 +427,7 @@ impl Plan {
             u32::MAX => None,
             n => Some((0..n).map(|_| r.u32()).collect::<Option<Vec<_>>>()?),
         };
+        let dir = r.opt_cstring()?;
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
             let n = r.u32()?;
@@ -258,6 +446,7 @@ impl Plan {
         plan.uid = uid;
         plan.gid = gid;
         plan.groups = groups;
+        plan.dir = dir;
         Some(plan)
     }
 }
@@ -345,6 +534,7 @@ mod tests {
         plan.listen = ListenEvents::On { no_new_privs: true };
         plan.uid = Some(70);
         plan.groups = Some(vec![1, 2]);
+        plan.dir = Some(c("/tmp/pf-x"));
         let bytes = plan.encode();
         let back = Plan::decode(&bytes).expect("decodes");
         assert_eq!(back.path, plan.path);
@@ -356,6 +546,7 @@ mod tests {
         assert_eq!(back.listen, plan.listen);
         assert_eq!((back.uid, back.gid), (Some(70), None));
         assert_eq!(back.groups, Some(vec![1, 2]));
+        assert_eq!(back.dir, plan.dir);
         assert!(
             Plan::decode(&bytes[..bytes.len() - 1]).is_none(),
             "truncated"
@@ -364,11 +555,62 @@ mod tests {
 
     #[test]
     fn messages_have_no_padding() {
-        assert_eq!(Msg::SIZE, 8 * 4 + 8 + 16 + 2 * 4);
+        assert_eq!(Msg::SIZE, 10 * 4 + 16 + 2 * 4);
         let mut m = Msg::new(Msg::LISTENING);
         m.port = 8080;
         let mut raw = [0u8; Msg::SIZE];
         raw.copy_from_slice(m.as_bytes());
         assert_eq!(Msg::from_bytes(&raw), m);
+        assert_eq!(
+            m.decode(),
+            None,
+            "LISTENING without an address family is no report"
+        );
+        m.detail = libc::AF_INET as u32;
+        m.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        m.pid = 42;
+        assert_eq!(
+            m.decode(),
+            Some(Report::Listening {
+                pid: 42,
+                addr: "127.0.0.1:8080".parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn stopped_decodes_into_typed_fields() {
+        let mut m = Msg::new(Msg::STOPPED);
+        m.flags = Msg::F_REAPED | Msg::F_ESCALATED | Msg::F_SUBREAPER;
+        m.detail = Msg::CANNOT_LIST;
+        m.errno = libc::EACCES;
+        m.status = 9;
+        m.killed = 4;
+        m.processes = 5;
+        let Some(Report::Stopped(s)) = m.decode() else {
+            panic!("not STOPPED: {:?}", m.decode())
+        };
+        assert_eq!(s.exit_status, Some(9));
+        assert!(s.escalated && s.subreaper && !s.gone_before && !s.leader_exited_before);
+        assert_eq!(s.outcome, Outcome::CannotList(libc::EACCES));
+        assert_eq!((s.signalled, s.processes_at_stop), (4, 5));
+        m.flags = Msg::F_CONFIRMED;
+        let Some(Report::Stopped(s)) = m.decode() else {
+            panic!()
+        };
+        assert_eq!((s.outcome, s.exit_status), (Outcome::Confirmed, None));
+        let mut f = Msg::new(Msg::SPAWN_FAILED);
+        f.detail = STAGE_EXEC;
+        assert!(matches!(
+            f.decode(),
+            Some(Report::SpawnFailed {
+                stage: Stage::Exec,
+                ..
+            })
+        ));
+        assert_eq!(
+            Stage::Chdir.to_string(),
+            "changing to the working directory"
+        );
     }
 }

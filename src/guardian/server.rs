@@ -7,9 +7,9 @@
 use std::os::fd::{IntoRawFd, RawFd};
 
 use super::listen::ListenWatch;
+use super::main_loop::Ends;
 use super::protocol::{ListenEvents, Msg, Plan, STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC};
 use super::protocol::{STAGE_FORK, STAGE_SETUP};
-use super::Ends;
 use crate::sys::{self, Pid};
 
 /// Starts the leader. Returns its pid and, when asked for and available, the seccomp listener
@@ -104,7 +104,7 @@ fn exec_server(
     };
     sys::new_process_group();
     // fd 0 is /dev/null already (guardian setup): a background-group reader of the tty would be
-    // stopped by SIGTTIN (R5.4).
+    // stopped by SIGTTIN.
     if !sys::dup2(ends.stdout, 1) || !sys::dup2(ends.stderr, 2) {
         return die(STAGE_SETUP);
     }

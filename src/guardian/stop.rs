@@ -1,15 +1,15 @@
-//! The stop sequence (DESIGN.md, "The stop sequence"), run by the guardian on a STOP message or
-//! when the test process is gone. It reads top to bottom; R-numbers are TEARDOWN.md's.
+//! The stop sequence, run by the guardian on a STOP message or when the test process is gone. It
+//! reads top to bottom.
 //!
 //! Waiting is only worth it for a process that can act on the signal: one that *ignores* it
 //! (SigIgn) has discarded it for good, so it gets no grace; a *stopped* one gets SIGCONT with the
 //! first signal. Waits wake on exits (SIGCHLD through an fd), not on polls, so a stop costs the
 //! server's own exit time plus well under a millisecond.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::main_loop::Guardian;
 use super::protocol::Msg;
-use super::Guardian;
 use crate::deadline::Backoff;
 use crate::deadline::Deadline;
 use crate::sys;
@@ -18,13 +18,23 @@ use crate::sys;
 pub(crate) const GROUP_GRACE_MAX: Duration = Duration::from_secs(1);
 /// How long SIGKILL is re-sent before the guardian gives up confirming (an unkillable process).
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Slack on top of the stop's own deadlines: scheduling, the leader's reaping, the report.
+const STOP_SLACK: Duration = Duration::from_secs(2);
+
+/// The longest time from STOP to the `STOPPED` report: the leader's grace, the rest of the
+/// fixture's grace, the SIGKILL wait, and slack. Saturates (a grace of `Duration::MAX`).
+pub(crate) fn stop_bound(grace: Duration) -> Duration {
+    [GROUP_GRACE_MAX, KILL_WAIT, STOP_SLACK]
+        .into_iter()
+        .fold(grace, crate::deadline::add)
+}
+
 /// Re-send interval cap for SIGKILL (a group that forks), and poll cap where no exit wakes us.
 const STOP_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// Leader first; grace; everything else TERM + CONT; SIGKILL re-sent until no live process
 /// remains; then, and only then, reap the leader.
 pub(super) fn stop(g: &mut Guardian) -> Msg {
-    let started = Instant::now();
     let mut msg = Msg::new(Msg::STOPPED);
     if g.tree.subreaper {
         msg.flags |= Msg::F_SUBREAPER;
@@ -40,6 +50,8 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     //    SIGCONT with it: a stopped leader could not act on it. A leader that ignores the signal
     //    gets no grace.
     let sig = g.plan.stop_signal;
+    // Counted before any signal: the processes the stop is about (nginx: master and workers).
+    msg.processes = g.tree.signal_all(&g.leader, None).live + u32::from(!g.leader.exited());
     if !g.leader.exited() {
         g.leader.signal(sig);
         g.leader.signal(libc::SIGCONT);
@@ -49,7 +61,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     }
 
     // 2. Everything else, unless nothing else lives: SIGTERM then SIGCONT (a stopped process keeps
-    //    TERM pending until continued, R2.3) to the group and to every live process outside it,
+    //    TERM pending until continued) to the group and to every live process outside it,
     //    then a short grace, skipped when every live process ignores SIGTERM.
     let mut outcome = g.tree.settled(&mut g.leader);
     if outcome != Ok(true) {
@@ -65,13 +77,13 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
         }
     }
 
-    // 3. Escalate: SIGKILL, re-sent on every wake until no live process remains (R2.4).
+    // 3. Escalate: SIGKILL, re-sent on every wake until no live process remains (a forking group makes new ones meanwhile).
     if outcome != Ok(true) {
         msg.flags |= Msg::F_ESCALATED;
         outcome = g.wait_settled(Deadline::after(KILL_WAIT), Some(libc::SIGKILL));
     }
 
-    // 4. Confirmed, or why not: not being able to look is never "empty" (R2.1).
+    // 4. Confirmed, or why not: not being able to look is never "empty".
     match outcome {
         Ok(true) => msg.flags |= Msg::F_CONFIRMED,
         Ok(false) => msg.detail = Msg::STILL_ALIVE,
@@ -81,7 +93,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
         }
     }
 
-    // 5. Reap the leader last (R1.3). Never signal by number after this.
+    // 5. Reap the leader last (its pid stays pinned until then). Never signal by number after this.
     if let Some(status) = g.leader.reap() {
         msg.flags |= Msg::F_REAPED;
         msg.status = status;
@@ -91,7 +103,6 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     sys::reap_any(|_, _| {});
     msg.escapees = g.tree.escapees;
     msg.killed = msg.killed.max(msg.escapees);
-    msg.elapsed_ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     msg
 }
 

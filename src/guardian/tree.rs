@@ -5,7 +5,7 @@
 //! Signals by number go only to ids pinned by an unreaped child of the guardian: the leader (and
 //! so its group id), and the guardian's direct children. A deeper descendant in another group is
 //! signalled through a pidfd opened and checked against what the walk saw, never by number: by
-//! the time the signal is sent its pid may belong to a stranger (R1.1).
+//! the time the signal is sent its pid may belong to a stranger.
 
 use crate::sys::{self, Pid, ProcStat, Target, WaitStatus};
 
@@ -154,8 +154,8 @@ impl Tree {
         }
     }
 
-    /// No live process has the leader's group (R2.1). Linux: no live entry in /proc with that
-    /// pgrp. macOS: `kill(-pgid, 0)` gives EPERM for an all-zombie group, ESRCH for a gone one.
+    /// No live process has the leader's group; a listing that fails is never taken for empty.
+    /// Linux: no live entry in /proc with that pgrp. macOS: `kill(-pgid, 0)` gives EPERM for an all-zombie group, ESRCH for a gone one.
     fn group_empty(&self) -> Result<bool, i32> {
         let mut live = 0;
         if sys::for_each_process(|_, stat| {

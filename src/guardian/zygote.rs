@@ -16,11 +16,11 @@
 //! are SIGKILLed; the zygote tells the test side with `GUARDIAN_DIED`. When the test process is
 //! gone it waits for its guardians (each stops its server) and exits.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
+use super::main_loop::{report, Ends};
 use super::protocol::{Msg, Plan, PROTOCOL_VERSION, STAGE_FORK};
-use super::{report, Ends};
 use crate::sys::{self, ChildEvents, Pid, Target};
 
 /// The environment variable that makes a process the zygote: `<version>:<parent pid>`.
@@ -29,6 +29,8 @@ pub(crate) const ZYGOTE_ENV: &CStr = c"PROCESS_FIXTURE_ZYGOTE";
 pub(crate) const ZYGOTE_ARGV0: &str = "process-fixture-guardian";
 /// Exit status of a zygote of another build (the executable was replaced since).
 const EXIT_VERSION: i32 = 71;
+/// The longest fixture directory path a `FORK` carries.
+const DIR_MAX: usize = 4096;
 /// The largest plan a guardian accepts (argv and environment of the server).
 const PLAN_MAX: usize = 64 << 20;
 
@@ -65,8 +67,13 @@ struct Zygote {
     test_watch: RawFd,
     test_pid: Pid,
     test_pgrp: Pid,
-    /// Live guardians and this zygote's copy of each one's control socket, for `GUARDIAN_DIED`.
+    /// Live guardians and this zygote's copy of each one's control socket, for `GUARDIAN_DIED`
+    /// (closed once the guardian is reaped: the test side's hang-up says "reaped").
     guardians: Vec<(Pid, RawFd)>,
+    /// Each live guardian's fixture directory, to remove if it is killed.
+    dirs: Vec<(Pid, CString)>,
+    /// Directories of killed guardians, removed once their orphans are gone.
+    dirs_to_remove: Vec<CString>,
     /// The test process is gone or closed our socket: exit once the guardians are done.
     closing: bool,
     /// A guardian died before finishing: kill every orphan that lands here.
@@ -83,7 +90,7 @@ fn run(test_pid: Pid) -> ! {
     sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
     drop(null);
     sys::set_name(c"pf-zygote");
-    super::ignore_stray_signals();
+    super::main_loop::ignore_stray_signals();
     let Some(events) = ChildEvents::new() else {
         sys::exit(70)
     };
@@ -106,6 +113,8 @@ fn run(test_pid: Pid) -> ! {
         test_pid,
         test_pgrp: sys::getpgid(test_pid),
         guardians: Vec::new(),
+        dirs: Vec::new(),
+        dirs_to_remove: Vec::new(),
         closing: false,
         sweeping: false,
     };
@@ -143,17 +152,24 @@ impl Zygote {
     }
 
     /// One request from the test side: `FORK` with the guardian's control socket and the
-    /// server's stdout and stderr write ends.
+    /// server's stdout and stderr write ends, followed by the fixture's directory (may be empty).
     fn receive(&mut self) {
-        let mut buf = [0u8; Msg::SIZE];
+        let mut buf = [0u8; Msg::SIZE + DIR_MAX];
         let mut fds = [-1; 4];
         let n = sys::recv_with_fds(self.sock, &mut buf, &mut fds);
         if n == 0 || (n < 0 && sys::errno() != libc::EAGAIN && sys::errno() != libc::EINTR) {
             self.closing = true;
         }
-        let is_fork = n == Msg::SIZE as isize && Msg::from_bytes(&buf).kind == Msg::FORK;
+        let mut head = [0u8; Msg::SIZE];
+        head.copy_from_slice(&buf[..Msg::SIZE]);
+        let is_fork = n >= Msg::SIZE as isize && Msg::from_bytes(&head).kind == Msg::FORK;
         if is_fork && fds[..3].iter().all(|&fd| fd >= 0) && fds[3] < 0 {
-            self.fork_guardian(fds[0], fds[1], fds[2]);
+            let dir = CString::new(&buf[Msg::SIZE..n as usize]).ok();
+            if let Some(pid) = self.fork_guardian(fds[0], fds[1], fds[2]) {
+                if let Some(dir) = dir.filter(|d| !d.is_empty()) {
+                    self.dirs.push((pid, dir));
+                }
+            }
         } else {
             fds.iter()
                 .filter(|&&fd| fd >= 0)
@@ -161,7 +177,7 @@ impl Zygote {
         }
     }
 
-    fn fork_guardian(&mut self, ctl: RawFd, stdout: RawFd, stderr: RawFd) {
+    fn fork_guardian(&mut self, ctl: RawFd, stdout: RawFd, stderr: RawFd) -> Option<Pid> {
         let ends = Ends {
             ctl,
             stdout,
@@ -169,19 +185,24 @@ impl Zygote {
             test_watch: self.test_watch,
         };
         // SAFETY: the zygote is single-threaded; the child becomes the guardian and never returns.
-        match unsafe { sys::fork() } {
+        let forked = match unsafe { sys::fork() } {
             Ok(0) => guardian_child(ends, self.test_pid, self.test_pgrp),
-            Ok(pid) => self.guardians.push((pid, ctl)),
+            Ok(pid) => {
+                self.guardians.push((pid, ctl));
+                Some(pid)
+            }
             Err(e) => {
                 let mut failed = Msg::new(Msg::SPAWN_FAILED);
                 failed.detail = STAGE_FORK;
                 failed.errno = e.raw_os_error().unwrap_or(0);
                 report(&ends, &failed);
                 sys::close(ctl);
+                None
             }
-        }
+        };
         sys::close(stdout);
         sys::close(stderr);
+        forked
     }
 
     /// Reaps every child that exited: guardians (telling the test side about one that died
@@ -192,15 +213,30 @@ impl Zygote {
         sys::reap_any(|pid, status| {
             if let Some(i) = self.guardians.iter().position(|&(g, _)| g == pid) {
                 let (_, ctl) = self.guardians.swap_remove(i);
+                let dir = self
+                    .dirs
+                    .iter()
+                    .position(|(g, _)| *g == pid)
+                    .map(|j| self.dirs.swap_remove(j).1);
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                     self.sweeping = true;
                     tell_guardian_died(ctl, status);
+                }
+                if libc::WIFSIGNALED(status) {
+                    // Killed before its stop finished: the directory is ours to remove.
+                    self.dirs_to_remove.extend(dir);
                 }
                 sys::close(ctl);
             }
         });
         if self.sweeping {
             self.sweeping = self.kill_orphans() > 0;
+        }
+        if !self.sweeping {
+            for dir in self.dirs_to_remove.drain(..) {
+                use std::os::unix::ffi::OsStrExt;
+                let _ = std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+            }
         }
     }
 
@@ -233,7 +269,7 @@ fn tell_guardian_died(ctl: RawFd, status: i32) {
 /// In the zygote's fresh child: become the guardian. Reads the plan from the control socket (a
 /// fork of the single-threaded zygote may allocate), then runs like any guardian.
 fn guardian_child(ends: Ends, test_pid: Pid, test_pgrp: Pid) -> ! {
-    super::setup(&ends, None, test_pid, test_pgrp);
+    super::main_loop::setup(&ends, None, test_pid, test_pgrp);
     let Some(plan) = read_plan(&ends) else {
         sys::exit(0); // the test side went away before sending it
     };
@@ -245,7 +281,7 @@ fn guardian_child(ends: Ends, test_pid: Pid, test_pgrp: Pid) -> ! {
             ..ends
         }
     };
-    super::run(&plan, ends, Msg::F_ZYGOTE)
+    super::main_loop::run(&plan, ends, Msg::F_ZYGOTE)
 }
 
 /// Reads the length-prefixed plan, giving up if the test process dies meanwhile.

@@ -290,3 +290,37 @@ pub(crate) fn pollfd(fd: RawFd) -> libc::pollfd {
         revents: 0,
     }
 }
+
+/// The identity of what `fd` refers to (device, inode): the same for every copy of one socket
+/// end. `None` if `fd` is not open.
+pub(crate) fn fd_identity(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain old data: all zeros is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`, a live local; a closed `fd` is an error, not UB.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // the types differ between Linux and macOS
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Polls `fds` for a hang-up only (no event asked for, so unread data does not wake it), for up
+/// to `timeout`; returns the fds whose peer has closed (or that are invalid).
+pub(crate) fn hung_up(fds: &[RawFd], timeout: Duration) -> Vec<RawFd> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `polled` is a live array of `polled.len()` pollfds for the call.
+    unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+    polled
+        .iter()
+        .filter(|p| p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+        .map(|p| p.fd)
+        .collect()
+}

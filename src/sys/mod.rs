@@ -29,6 +29,11 @@ mod linux;
 #[cfg(target_os = "linux")]
 use linux as os;
 
+#[cfg(target_os = "linux")]
+mod rmtree;
+#[cfg(target_os = "linux")]
+pub use rmtree::remove_tree;
+
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
@@ -38,8 +43,9 @@ use macos as os;
 compile_error!("process-fixture supports Linux and macOS");
 
 pub(crate) use fd::{
-    cloexec_from_3, close, close_all_except, dev_null, dup2, dup_above_stdio, pipe, poll,
-    poll_writable, pollfd, read, read_exact, set_nonblocking, socketpair, write_all, write_once,
+    cloexec_from_3, close, close_all_except, dev_null, dup2, dup_above_stdio, fd_identity, hung_up,
+    pipe, poll, poll_writable, pollfd, read, read_exact, set_nonblocking, socketpair, write_all,
+    write_once,
 };
 pub(crate) use fd_passing::{recv_with_fds, send_with_fds};
 pub(crate) use locks::{

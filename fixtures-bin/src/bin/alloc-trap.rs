@@ -124,12 +124,18 @@ fn main() {
             .ready(Ready::tcp())
             .ready_timeout(Duration::from_secs(20))
             .grace_period(Duration::from_millis(100))
+            .temp_dir() // the guardian removes it: that too must not allocate
             .spawn()
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let dir = fx.dir().map(std::path::Path::to_path_buf);
         if mode == "setsid-escapee" {
             wait_for_escape(&fx);
         }
         let report = fx.stop().unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(
+            dir.is_some_and(|d| !d.exists()),
+            "{mode}: the directory is left"
+        );
         println!("{mode}: {report} (guardian: {:?})", report.guardian);
     }
     println!("ok");

@@ -32,6 +32,8 @@
 //!
 //! With `PF_HOLDER_IGNORE_SIGCHLD` set it ignores SIGCHLD first, as some hosts do (docs/design.md,
 //! R1.4).
+//! With `PF_HOLDER_TEMP_DIR` set the fixture gets a temporary directory (`Builder::temp_dir`),
+//! and the line ends with ` dir=<path>`.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -87,6 +89,9 @@ fn spawn(opts: &Opts) -> ProcessFixture {
     if opts.mode == "forking-master" {
         builder.args(["--workers", "2"]);
     }
+    if std::env::var_os("PF_HOLDER_TEMP_DIR").is_some() {
+        builder.temp_dir();
+    }
     builder
         .spawn()
         .unwrap_or_else(|e| panic!("fixture-holder: spawning the fixture failed: {e}"))
@@ -94,9 +99,12 @@ fn spawn(opts: &Opts) -> ProcessFixture {
 
 fn announce(fx: &ProcessFixture) {
     let mut out = std::io::stdout().lock();
+    let dir = fx
+        .dir()
+        .map_or_else(String::new, |d| format!(" dir={}", d.display()));
     writeln!(
         out,
-        "pid={} pgid={} port={} guardian={}",
+        "pid={} pgid={} port={} guardian={}{dir}",
         fx.pid(),
         fx.pgid(),
         fx.port(),

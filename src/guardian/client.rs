@@ -10,16 +10,16 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::main_loop::Ends;
 use super::protocol::{Msg, Plan, PROTOCOL_VERSION};
 use super::zygote::{HOOK, ZYGOTE_ARGV0, ZYGOTE_ENV};
-use super::Ends;
 use crate::deadline::Deadline;
 use crate::sys::{self, Pid, Target};
 
@@ -28,6 +28,12 @@ use crate::sys::{self, Pid, Target};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the test process waits for its zygote at exit.
 const AT_EXIT_WAIT: Duration = Duration::from_millis(50);
+/// The longest the test process waits at exit for the guardians of fixtures never stopped (a
+/// `static`), whatever their grace.
+const AT_EXIT_STOP_MAX: Duration = Duration::from_secs(60);
+/// How long the test side waits, after `STOPPED`, for the zygote to reap the guardian (it exits
+/// right after the report: microseconds, but a loaded machine may not schedule the zygote).
+pub(crate) const REAP_WAIT: Duration = Duration::from_secs(2);
 /// How long a guardian may take to read its plan.
 const PLAN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -49,16 +55,138 @@ pub(crate) struct Launched {
 /// Starts a guardian for `plan`, handing it the write ends of the server's output pipes.
 pub(crate) fn launch(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
     std::hint::black_box(&HOOK); // keeps the zygote's constructor hook in every test binary
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    // A plain function, registered once; see `at_exit`.
+    AT_EXIT.call_once(|| {
+        sys::at_exit(at_exit);
+    });
     reap_pending();
+    let mut launched = None;
     if !crate::force::forced("no-zygote") {
         if let Some(ctl) = via_zygote(plan, &stdout, &stderr)? {
-            return Ok(Launched {
+            launched = Some(Launched {
                 ctl,
                 origin: Origin::Zygote,
             });
         }
     }
-    forked(plan, stdout, stderr)
+    let launched = match launched {
+        Some(launched) => launched,
+        None => forked(plan, stdout, stderr)?,
+    };
+    register(&launched, super::stop::stop_bound(plan.grace));
+    Ok(launched)
+}
+
+/// A guardian whose fixture is not stopped yet, for the stop at exit (a fixture in a `static`
+/// is never dropped).
+struct Live {
+    /// A copy of the test side's end of its control socket.
+    ctl: OwnedFd,
+    /// The socket's identity (device, inode), the same for every copy of that end.
+    id: (u64, u64),
+    origin: Origin,
+    /// Its [`super::stop::stop_bound`].
+    bound: Duration,
+}
+
+static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
+
+fn socket_id(fd: RawFd) -> Option<(u64, u64)> {
+    sys::fd_identity(fd)
+}
+
+fn register(launched: &Launched, bound: Duration) {
+    let (Ok(ctl), Some(id)) = (
+        launched.ctl.try_clone(),
+        socket_id(launched.ctl.as_raw_fd()),
+    ) else {
+        return; // out of fds: this fixture is only stopped by its guardian's watch at exit
+    };
+    let live = Live {
+        ctl,
+        id,
+        origin: launched.origin,
+        bound,
+    };
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(live);
+}
+
+/// The test side is done with a guardian it sent STOP (`ctl`: any copy of its end of the control
+/// socket): forgets it for the stop at exit and, for a guardian from the zygote, waits until
+/// `deadline` at most for the zygote to have reaped it (the zygote closes its copy of the
+/// guardian's end only then, so the hang-up on ours says so). A forked guardian is the caller's
+/// to reap ([`reap_forked`]). Returns whether the guardian is known gone.
+pub(crate) fn stopped(ctl: &OwnedFd, origin: Origin, deadline: Deadline) -> bool {
+    if let Some(id) = socket_id(ctl.as_raw_fd()) {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| l.id != id);
+    }
+    match origin {
+        Origin::Zygote => wait_hung_up(&[ctl.as_raw_fd()], deadline),
+        Origin::Forked(_) => false,
+    }
+}
+
+/// Waits until the peer of every socket in `fds` has closed, or `deadline` passes. Asks for no
+/// event, so unread reports do not wake it: a hang-up is always reported.
+fn wait_hung_up(fds: &[RawFd], deadline: Deadline) -> bool {
+    let mut open = fds.to_vec();
+    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(20));
+    let mut wait = Duration::ZERO;
+    loop {
+        // A hang-up wakes the poll at once; the cap only bounds a wait a signal cut short.
+        let closed = sys::hung_up(&open, wait);
+        open.retain(|fd| !closed.contains(fd));
+        if open.is_empty() {
+            return true;
+        }
+        if deadline.passed() {
+            return false;
+        }
+        wait = deadline
+            .remaining_capped(Some(backoff.next()))
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(1));
+    }
+}
+
+/// At a normal exit of the test process: stop every fixture that was never stopped (a `static`),
+/// wait (bounded by their worst stop time) until their guardians are gone, then let the zygote go.
+extern "C" fn at_exit() {
+    stop_live();
+    close_zygote_at_exit();
+}
+
+fn stop_live() {
+    let live = match LIVE.try_lock() {
+        Ok(mut live) => std::mem::take(&mut *live),
+        Err(std::sync::TryLockError::Poisoned(p)) => std::mem::take(&mut *p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if live.is_empty() {
+        return;
+    }
+    let stop = Msg::new(Msg::STOP);
+    for l in &live {
+        let _ = sys::set_nonblocking(l.ctl.as_raw_fd());
+        let _ = sys::write_once(l.ctl.as_raw_fd(), stop.as_bytes());
+    }
+    let bound = live
+        .iter()
+        .map(|l| l.bound)
+        .max()
+        .unwrap_or_default()
+        .min(AT_EXIT_STOP_MAX);
+    let deadline = Deadline::after(bound);
+    let fds: Vec<RawFd> = live.iter().map(|l| l.ctl.as_raw_fd()).collect();
+    wait_hung_up(&fds, deadline);
+    for l in &live {
+        if let Origin::Forked(pid) = l.origin {
+            reap_forked(pid, deadline);
+        }
+    }
 }
 
 /// The zygote of this process, started on first use; `Unavailable` once it failed to start.
@@ -80,7 +208,7 @@ fn zygote_state() -> MutexGuard<'static, State> {
 fn via_zygote(plan: &Plan, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     let (ours, theirs) = sys::socketpair(false)?;
     let fds = [theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
-    if !send_fork(&fds) {
+    if !send_fork(&fds, plan.dir.as_ref().map_or(&[], |d| d.as_bytes())) {
         return Ok(None);
     }
     drop(theirs);
@@ -88,10 +216,12 @@ fn via_zygote(plan: &Plan, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<Opt
     Ok(Some(ours))
 }
 
-/// Sends `FORK` with the guardian's fds to the zygote, starting (or restarting, once, if it
-/// died) the zygote as needed. `false`: no zygote.
-fn send_fork(fds: &[std::os::fd::RawFd]) -> bool {
-    let msg = Msg::new(Msg::FORK);
+/// Sends `FORK` with the guardian's fds to the zygote, then the fixture's directory (the zygote
+/// removes it if the guardian is killed), starting (or restarting, once, if it died) the zygote
+/// as needed. `false`: no zygote.
+fn send_fork(fds: &[RawFd], dir: &[u8]) -> bool {
+    let mut msg = Msg::new(Msg::FORK).as_bytes().to_vec();
+    msg.extend_from_slice(dir);
     let mut state = zygote_state();
     for _ in 0..2 {
         if matches!(*state, State::NotStarted) {
@@ -100,7 +230,7 @@ fn send_fork(fds: &[std::os::fd::RawFd]) -> bool {
         let State::Running { pid, sock } = &*state else {
             return false;
         };
-        if sys::send_with_fds(sock.as_raw_fd(), msg.as_bytes(), fds).is_ok() {
+        if sys::send_with_fds(sock.as_raw_fd(), &msg, fds).is_ok() {
             return true;
         }
         // The zygote is gone (killed): reap it if it is, and start another.
@@ -136,14 +266,7 @@ fn spawn_zygote() -> io::Result<State> {
     let pid = child.id() as Pid;
     drop(child); // not waited by std: reaped by pid, below or when it dies
     match handshake(&ours) {
-        Ok(()) => {
-            static AT_EXIT: std::sync::Once = std::sync::Once::new();
-            // A plain function; see `close_zygote_at_exit`.
-            AT_EXIT.call_once(|| {
-                sys::at_exit(close_zygote_at_exit);
-            });
-            Ok(State::Running { pid, sock: ours })
-        }
+        Ok(()) => Ok(State::Running { pid, sock: ours }),
         Err(e) => {
             // Our unreaped child: its pid is pinned, signalling it by number is safe.
             let _ = sys::signal(Target::Process(pid), libc::SIGKILL);
@@ -156,11 +279,11 @@ fn spawn_zygote() -> io::Result<State> {
     }
 }
 
-/// At a normal exit of the test process: close our end of the zygote's socket (the zygote exits
-/// once no guardian is left) and reap it, for a moment only, so that no zombie is left to an
-/// init that does not reap. A zygote still serving a static fixture's guardian is left to exit
-/// on its own once that guardian has stopped its server.
-extern "C" fn close_zygote_at_exit() {
+/// At a normal exit of the test process, after [`stop_live`]: close our end of the zygote's
+/// socket (the zygote exits once no guardian is left) and reap it, for a moment only, so that no
+/// zombie is left to an init that does not reap. A zygote still serving a guardian that did not
+/// finish in time is left to exit on its own once that guardian has stopped its server.
+fn close_zygote_at_exit() {
     let mut state = match ZYGOTE.try_lock() {
         Ok(state) => state,
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
@@ -237,7 +360,7 @@ fn write_plan(ctl: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// The fallback: fork the guardian from the test process, as the first generation did. The
-/// child makes only async-signal-safe calls (R8.2): the plan is already in its memory.
+/// child makes only async-signal-safe calls : the plan is already in its memory.
 fn forked(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
     let (ours, theirs) = sys::socketpair(false)?;
     let dev_null = sys::dev_null()?;
@@ -266,11 +389,11 @@ fn forked_child(plan: &Plan, mut ends: Ends, dev_null: i32, test_pid: Pid, test_
     if plan.pidfd {
         ends.test_watch = sys::exit_watch(test_pid).unwrap_or(-1);
     }
-    super::setup(&ends, Some(dev_null), test_pid, test_pgrp);
+    super::main_loop::setup(&ends, Some(dev_null), test_pid, test_pgrp);
     if sys::getppid() != test_pid {
         sys::exit(0); // the test process is already gone
     }
-    super::run(plan, ends, 0)
+    super::main_loop::run(plan, ends, 0)
 }
 
 /// Held around every fork of the test process and around short-lived sockets the test process

@@ -1,0 +1,143 @@
+//! When a fixture is done, its guardian is gone too: not running and not a zombie. After
+//! `stop()` (B1 of the guardian work), and for a fixture in a `static` once the test process's
+//! exit is seen (B2). Real processes, real signals; pids are compared with their start time, so
+//! a recycled pid is never taken for the guardian.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use process_fixture::{ProcessFixture, Ready};
+use support::Proc;
+
+fn spawn_server() -> ProcessFixture {
+    ProcessFixture::builder(support::server())
+        .args(["--mode", "well-behaved", "--port", "{port}"])
+        .ready(Ready::tcp())
+        .ready_timeout(Duration::from_secs(30))
+        .spawn()
+        .expect("spawn")
+}
+
+#[test]
+fn stop_returns_once_the_guardian_is_gone() {
+    const CYCLES: usize = 100;
+    let mut left = Vec::new();
+    for i in 0..CYCLES {
+        let fx = spawn_server();
+        let guardian =
+            Proc::read(fx.guardian_pid()).expect("the guardian runs while its fixture does");
+        fx.stop().expect("stop");
+        if guardian.still_exists() {
+            left.push((i, Proc::read(guardian.pid)));
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "{} of {CYCLES} stops returned while the guardian still existed: {left:?}",
+        left.len()
+    );
+}
+
+#[test]
+fn a_static_fixture_and_its_guardian_are_gone_when_the_exit_is_seen() {
+    let mut child = Command::new(support::bin("fixture-holder"))
+        .arg("--server")
+        .arg(support::server())
+        .args(["--mode", "well-behaved", "--then", "exit-static"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting fixture-holder");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("reading the holder's report");
+    let field = |name: &str| -> u32 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+    };
+    let server = Proc::read(field("pid")).expect("the server runs");
+    let guardian = Proc::read(field("guardian")).expect("the guardian runs");
+    writeln!(child.stdin.take().unwrap(), "go").expect("go");
+    let status = child.wait().expect("waiting for the holder");
+    let (server_left, guardian_left) = (server.still_exists(), guardian.still_exists());
+    assert!(status.success(), "holder: {status:?}");
+    assert!(
+        !server_left && !guardian_left,
+        "after the holder's exit was seen: server still exists: {server_left} ({:?}), \
+         guardian still exists: {guardian_left} ({:?})",
+        Proc::read(server.pid),
+        Proc::read(guardian.pid)
+    );
+}
+
+/// How long a removal after a death may take: the guardian (or the zygote) has to notice the
+/// death and stop the server first.
+const REMOVAL: Duration = Duration::from_secs(20);
+
+fn forked_guardians() -> bool {
+    std::env::var("PROCESS_FIXTURE_FORCE").is_ok_and(|v| v.contains("no-zygote"))
+}
+
+#[test]
+fn the_directory_is_removed_when_the_test_process_is_killed() {
+    let mut child = Command::new(support::bin("fixture-holder"))
+        .arg("--server")
+        .arg(support::server())
+        .args(["--mode", "well-behaved", "--then", "wait"])
+        .env("PF_HOLDER_TEMP_DIR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting fixture-holder");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("reading the holder's report");
+    let dir = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dir="))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no dir= in {line:?}"));
+    assert!(dir.is_dir(), "{dir:?}");
+    child.kill().expect("SIGKILL the holder"); // our unreaped child: its pid is pinned
+    child.wait().expect("reaping the holder");
+    assert!(
+        support::wait_until(REMOVAL, || !dir.exists()),
+        "{dir:?} still exists {REMOVAL:?} after the test process was SIGKILLed"
+    );
+}
+
+#[test]
+fn the_directory_is_removed_when_the_guardian_is_killed() {
+    let fx = ProcessFixture::builder(support::server())
+        .args(["--mode", "well-behaved", "--port", "{port}"])
+        .ready(Ready::tcp())
+        .temp_dir()
+        .spawn()
+        .expect("spawn");
+    let dir = fx.dir().expect("a temp dir").to_path_buf();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/file"), "x").unwrap();
+    let guardian = Proc::read(fx.guardian_pid()).expect("the guardian runs");
+    // SAFETY: a plain syscall. The guardian cannot have been reaped (it only exits once told to
+    // stop), so its pid is still its own.
+    assert_eq!(unsafe { libc::kill(guardian.pid as i32, libc::SIGKILL) }, 0);
+    let mut fx = Some(fx);
+    if forked_guardians() {
+        // No zygote: the test side, which reaps the forked guardian, removes it on stop.
+        let _ = fx.take().map(ProcessFixture::stop);
+    }
+    assert!(
+        support::wait_until(REMOVAL, || !dir.exists()),
+        "{dir:?} still exists {REMOVAL:?} after the guardian was SIGKILLed"
+    );
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fx)));
+}
