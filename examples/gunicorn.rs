@@ -35,7 +35,7 @@ fn main() -> common::Result {
 
 /// Starts gunicorn, GETs a page from one of its workers, stops it and checks that nothing of it
 /// survived.
-pub fn run() -> common::Result {
+pub(crate) fn run() -> common::Result {
     let found = common::locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
         common::find_program("gunicorn", &[])
     })?;

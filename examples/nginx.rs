@@ -49,7 +49,7 @@ fn main() -> common::Result {
 }
 
 /// Starts nginx, GETs its page, stops it and checks that nothing of it survived.
-pub fn run() -> common::Result {
+pub(crate) fn run() -> common::Result {
     let found = common::locate("nginx", "NGINX", "/path/to/nginx", || {
         common::find_program("nginx", &["/usr/sbin", "/usr/local/sbin"])
     })?;

@@ -42,7 +42,7 @@ fn main() -> common::Result {
 
 /// Starts `fixture-server` with 2 workers, GETs a page, stops it and checks that nothing of it
 /// survived.
-pub fn run() -> common::Result {
+pub(crate) fn run() -> common::Result {
     // In your own tests: ProcessFixture::builder(env!("CARGO_BIN_EXE_my-server")).
     let mut builder = ProcessFixture::builder(common::support::bin("fixture-server"));
     builder

@@ -45,7 +45,7 @@ fn main() -> common::Result {
 
 /// Creates a cluster and starts PostgreSQL on it, runs `SELECT 1`, stops it (SIGINT) and checks
 /// that nothing of it survived.
-pub fn run() -> common::Result {
+pub(crate) fn run() -> common::Result {
     let what = "/path/to/postgresql/bin (the directory with initdb, postgres and psql)";
     let Some(bin) = common::locate("postgres", "POSTGRES_BIN", what, postgres_bin)? else {
         return Ok(());

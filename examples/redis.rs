@@ -24,7 +24,7 @@ fn main() -> common::Result {
 }
 
 /// Starts redis-server, PINGs it, stops it and checks that nothing of it survived.
-pub fn run() -> common::Result {
+pub(crate) fn run() -> common::Result {
     let found = common::locate("redis", "REDIS_SERVER", "/path/to/redis-server", || {
         common::find_program("redis-server", &[])
     })?;

@@ -3,6 +3,7 @@
 //! skipping it, and one measured lifetime of a fixture that ends with the proof that nothing of
 //! the server survived (read from /proc: Linux).
 #![allow(dead_code)] // each example uses a different subset
+#![allow(unreachable_pub)] // a module of each example and of tests/real_servers.rs
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! building fixtures of them (`fixture_server`, `ready_server`), and looking at real processes
 //! through `/proc`. No mocks: everything here reads the live system.
 #![allow(dead_code)] // each test crate uses a different subset
+#![allow(unreachable_pub)] // a module of each test crate: `pub` is how its tests reach it
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
