@@ -65,10 +65,8 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     let path = c_string(cfg, path.as_os_str().as_bytes(), || {
         "the program path".into()
     })?;
-    let mut plan = Plan::new(path, argv, envp);
+    let mut plan = Plan::new(path, argv, envp, signal, cfg.grace);
     plan.cwd = cwd;
-    plan.stop_signal = signal;
-    plan.grace = cfg.grace;
     plan.subreaper = cfg.containment != Some(Containment::ProcessGroup);
     plan.pidfd = !crate::force::forced("no-pidfd");
     plan.listen = listen_choice(cfg);

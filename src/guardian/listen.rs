@@ -30,21 +30,21 @@ pub(super) struct ListenWatch {
 }
 
 impl ListenWatch {
-    pub fn new(fd: RawFd) -> ListenWatch {
+    pub(super) fn new(fd: RawFd) -> ListenWatch {
         ListenWatch { fd, reported: 0 }
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         self.fd
     }
 
-    pub fn close(self) {
+    pub(super) fn close(self) {
         sys::close(self.fd);
     }
 
     /// Takes one pending `listen()`, lets it proceed, and returns the `LISTENING` report for a
     /// TCP socket that is then listening.
-    pub fn handle(&mut self) -> Option<Msg> {
+    pub(super) fn handle(&mut self) -> Option<Msg> {
         let call = sys::receive_listen_call(self.fd)?;
         let (process, copy) = copy_socket(call.tid, call.fd);
         // The copy names the socket the caller passed only if the call is still pending.

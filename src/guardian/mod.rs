@@ -40,8 +40,6 @@ mod zygote;
 // What the rest of the crate uses.
 pub(crate) use client::{fork_gate, launch, reap_forked, stopped, Origin, REAP_WAIT};
 pub(crate) use protocol::{ListenEvents, Msg, Plan};
-#[allow(unused_imports)] // the test side switches from `Msg` to `Report` next
 pub(crate) use protocol::{Outcome, Report, Stage, Stopped};
-#[allow(unused_imports)] // the test side's `finish()` switches to it next
 pub(crate) use stop::stop_bound;
-pub(crate) use stop::{GROUP_GRACE_MAX, KILL_WAIT};
+pub(crate) use stop::KILL_WAIT;

@@ -51,61 +51,61 @@ pub(crate) struct Msg {
 }
 
 impl Msg {
-    pub const SIZE: usize = std::mem::size_of::<Msg>();
+    pub(crate) const SIZE: usize = std::mem::size_of::<Msg>();
 
     // guardian → test side
-    pub const SPAWNED: u32 = 1;
-    pub const SPAWN_FAILED: u32 = 2;
+    pub(crate) const SPAWNED: u32 = 1;
+    pub(crate) const SPAWN_FAILED: u32 = 2;
     /// The leader exited (observed, not reaped); other processes may live on (a daemon).
-    pub const LEADER_EXITED: u32 = 3;
+    pub(crate) const LEADER_EXITED: u32 = 3;
     /// The leader exited and no other process of the fixture lives (before any stop request).
-    pub const GONE: u32 = 4;
+    pub(crate) const GONE: u32 = 4;
     /// A process of the fixture listens on a TCP socket.
-    pub const LISTENING: u32 = 5;
-    pub const STOPPED: u32 = 6;
+    pub(crate) const LISTENING: u32 = 5;
+    pub(crate) const STOPPED: u32 = 6;
     // zygote → test side
-    pub const GUARDIAN_DIED: u32 = 7;
-    pub const HELLO: u32 = 8;
+    pub(crate) const GUARDIAN_DIED: u32 = 7;
+    pub(crate) const HELLO: u32 = 8;
     // test side → guardian, test side → zygote
-    pub const STOP: u32 = 9;
-    pub const FORK: u32 = 10;
+    pub(crate) const STOP: u32 = 9;
+    pub(crate) const FORK: u32 = 10;
 
     // flags
-    pub const F_ESCALATED: u32 = 1;
-    pub const F_CONFIRMED: u32 = 2;
-    pub const F_REAPED: u32 = 4;
-    pub const F_SUBREAPER: u32 = 8;
-    pub const F_LISTEN_EVENTS: u32 = 16;
+    pub(crate) const F_ESCALATED: u32 = 1;
+    pub(crate) const F_CONFIRMED: u32 = 2;
+    pub(crate) const F_REAPED: u32 = 4;
+    pub(crate) const F_SUBREAPER: u32 = 8;
+    pub(crate) const F_LISTEN_EVENTS: u32 = 16;
     /// `STOPPED`: the fixture was gone (all exited on their own) before the stop request.
-    pub const F_GONE_BEFORE: u32 = 32;
+    pub(crate) const F_GONE_BEFORE: u32 = 32;
     /// `STOPPED`: the leader had exited on its own before the stop request.
-    pub const F_LEADER_EXITED_BEFORE: u32 = 64;
+    pub(crate) const F_LEADER_EXITED_BEFORE: u32 = 64;
     /// `SPAWNED`: the guardian was forked by the zygote (not from the test process).
-    pub const F_ZYGOTE: u32 = 128;
+    pub(crate) const F_ZYGOTE: u32 = 128;
     /// `STOP`: keep the fixture's directory (a failed spawn's, kept for inspection).
-    pub const F_KEEP_DIR: u32 = 256;
+    pub(crate) const F_KEEP_DIR: u32 = 256;
 
     // STOPPED reasons (detail)
-    pub const CONFIRMED: u32 = 0;
+    pub(crate) const CONFIRMED: u32 = 0;
     /// Processes were still alive when the last deadline passed.
-    pub const STILL_ALIVE: u32 = 1;
+    pub(crate) const STILL_ALIVE: u32 = 1;
     /// The processes could not be listed (errno in `errno`): nothing could be confirmed.
-    pub const CANNOT_LIST: u32 = 2;
+    pub(crate) const CANNOT_LIST: u32 = 2;
 
-    pub fn new(kind: u32) -> Msg {
+    pub(crate) fn new(kind: u32) -> Msg {
         Msg {
             kind,
             ..Msg::default()
         }
     }
 
-    pub fn from_bytes(bytes: &[u8; Msg::SIZE]) -> Msg {
+    pub(crate) fn from_bytes(bytes: &[u8; Msg::SIZE]) -> Msg {
         // SAFETY: Msg is plain old data of exactly SIZE bytes with no padding, written by the
         // same build (the zygote checks PROTOCOL_VERSION).
         unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         // SAFETY: as above; every byte of a padding-free repr(C) struct is initialised.
         unsafe { std::slice::from_raw_parts((self as *const Msg).cast(), Msg::SIZE) }
     }
@@ -140,7 +140,7 @@ impl Stage {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Stage::Fork => "fork",
             Stage::Chdir => "changing to the working directory",
@@ -157,8 +157,6 @@ impl std::fmt::Display for Stage {
     }
 }
 
-// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
-#[allow(dead_code)]
 /// A message from the guardian (or the zygote, for `GuardianDied`), decoded once, on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Report {
@@ -194,8 +192,6 @@ pub(crate) enum Report {
     GuardianDied { status: WaitStatus },
 }
 
-// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
-#[allow(dead_code)]
 /// How the stop sequence ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -207,8 +203,6 @@ pub(crate) enum Outcome {
     CannotList(i32),
 }
 
-// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
-#[allow(dead_code)]
 /// The `STOPPED` report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stopped {
@@ -231,11 +225,9 @@ pub(crate) struct Stopped {
     pub processes_at_stop: u32,
 }
 
-// Read by the test side (fixture.rs, output.rs) once they switch from the raw `Msg` fields.
-#[allow(dead_code)]
 impl Msg {
     /// The message as a [`Report`]; `None` for a kind the test side is never sent.
-    pub fn decode(&self) -> Option<Report> {
+    pub(crate) fn decode(&self) -> Option<Report> {
         let flag = |f: u32| self.flags & f != 0;
         Some(match self.kind {
             Msg::SPAWNED => Report::Spawned {
@@ -335,13 +327,20 @@ pub(crate) struct Plan {
 unsafe impl Send for Plan {}
 
 impl Plan {
-    /// A plan with SIGTERM, the default grace, and every kernel feature that is there.
-    pub fn new(path: CString, argv: Vec<CString>, envp: Vec<CString>) -> Plan {
+    /// A plan that stops with `stop_signal` and waits `grace` before SIGKILL, with every kernel
+    /// feature that is there. The defaults of these two are the builder's, not the guardian's.
+    pub(crate) fn new(
+        path: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        stop_signal: i32,
+        grace: Duration,
+    ) -> Plan {
         let mut plan = Plan {
             path,
             cwd: None,
-            stop_signal: libc::SIGTERM,
-            grace: crate::DEFAULT_GRACE,
+            stop_signal,
+            grace,
             subreaper: true,
             pidfd: true,
             listen: ListenEvents::Off,
@@ -359,16 +358,16 @@ impl Plan {
         plan
     }
 
-    pub fn argv_ptrs(&self) -> *const *const libc::c_char {
+    pub(crate) fn argv_ptrs(&self) -> *const *const libc::c_char {
         self.argv_ptrs.as_ptr()
     }
 
-    pub fn envp_ptrs(&self) -> *const *const libc::c_char {
+    pub(crate) fn envp_ptrs(&self) -> *const *const libc::c_char {
         self.envp_ptrs.as_ptr()
     }
 
     /// The plan as bytes: a u32 length, then the fields.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(4096));
         w.u32(0); // length, filled in below
         w.bytes(self.path.as_bytes());
@@ -403,7 +402,7 @@ impl Plan {
     }
 
     /// The inverse of `encode` (the whole message, length included). `None` if malformed.
-    pub fn decode(bytes: &[u8]) -> Option<Plan> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Plan> {
         let mut r = Reader(bytes);
         let len = r.u32()? as usize;
         if len != bytes.len() {
@@ -436,10 +435,8 @@ impl Plan {
             }
         }
         let [argv, envp] = lists;
-        let mut plan = Plan::new(path, argv, envp);
+        let mut plan = Plan::new(path, argv, envp, stop_signal, grace);
         plan.cwd = cwd;
-        plan.stop_signal = stop_signal;
-        plan.grace = grace;
         plan.subreaper = features & 1 != 0;
         plan.pidfd = features & 2 != 0;
         plan.listen = listen;
@@ -527,7 +524,13 @@ mod tests {
 
     #[test]
     fn a_plan_survives_the_trip() {
-        let mut plan = Plan::new(c("/bin/sh"), vec![c("sh"), c("-c"), c("x")], vec![c("A=1")]);
+        let mut plan = Plan::new(
+            c("/bin/sh"),
+            vec![c("sh"), c("-c"), c("x")],
+            vec![c("A=1")],
+            libc::SIGTERM,
+            Duration::from_secs(5),
+        );
         plan.cwd = Some(c("/tmp"));
         plan.grace = Duration::MAX;
         plan.subreaper = false;

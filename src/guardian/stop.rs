@@ -51,7 +51,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     //    gets no grace.
     let sig = g.plan.stop_signal;
     // Counted before any signal: the processes the stop is about (nginx: master and workers).
-    msg.processes = g.tree.signal_all(&g.leader, None).live + u32::from(!g.leader.exited());
+    msg.processes = g.tree.count_live(&g.leader) + u32::from(!g.leader.exited());
     if !g.leader.exited() {
         g.leader.signal(sig);
         g.leader.signal(libc::SIGCONT);

@@ -18,7 +18,7 @@ pub(super) struct Leader {
 }
 
 impl Leader {
-    pub fn new(pid: Pid) -> Leader {
+    pub(super) fn new(pid: Pid) -> Leader {
         Leader {
             pid,
             exit: None,
@@ -27,7 +27,7 @@ impl Leader {
     }
 
     /// Observes the exit without reaping: the zombie keeps pid and pgid pinned.
-    pub fn exited(&mut self) -> bool {
+    pub(super) fn exited(&mut self) -> bool {
         if self.exit.is_none() {
             self.exit = sys::peek_exit(self.pid);
         }
@@ -35,21 +35,21 @@ impl Leader {
     }
 
     /// Signals the leader. Only while unreaped: then its pid is still ours.
-    pub fn signal(&self, sig: libc::c_int) {
+    pub(super) fn signal(&self, sig: libc::c_int) {
         if !self.reaped {
             let _ = sys::signal(Target::Process(self.pid), sig);
         }
     }
 
     /// Signals the leader's process group, whose id is the leader's pid: pinned while unreaped.
-    pub fn signal_group(&self, sig: libc::c_int) {
+    pub(super) fn signal_group(&self, sig: libc::c_int) {
         if !self.reaped {
             let _ = sys::signal(Target::Group(self.pid), sig);
         }
     }
 
     /// Reaps the leader, the very last step. Returns its wait status.
-    pub fn reap(&mut self) -> Option<WaitStatus> {
+    pub(super) fn reap(&mut self) -> Option<WaitStatus> {
         match sys::try_reap(self.pid) {
             Ok(Some(status)) => {
                 self.reaped = true;
@@ -93,7 +93,7 @@ pub(super) struct Tree {
 }
 
 impl Tree {
-    pub fn new(pgid: Pid, subreaper: bool, pidfd: bool) -> Tree {
+    pub(super) fn new(pgid: Pid, subreaper: bool, pidfd: bool) -> Tree {
         Tree {
             me: sys::getpid(),
             pgid,
@@ -133,7 +133,7 @@ impl Tree {
     /// zombie, so an exited leader's children are all in that list. A look that met a dead child
     /// is repeated (its children may have come to us after the list was read). `Err(errno)`:
     /// the processes could not be listed, so nothing is known.
-    pub fn settled(&mut self, leader: &mut Leader) -> Result<bool, i32> {
+    pub(super) fn settled(&mut self, leader: &mut Leader) -> Result<bool, i32> {
         let exited = leader.exited();
         loop {
             let census = self.sweep_children();
@@ -173,7 +173,7 @@ impl Tree {
     /// Sends `sig` (when given) to every live process of the fixture besides the leader, and
     /// counts them. The group gets it by number (the leader, unreaped, pins the id); members
     /// outside the group get it one by one.
-    pub fn signal_all(&mut self, leader: &Leader, sig: Option<libc::c_int>) -> Census {
+    pub(super) fn signal_all(&mut self, leader: &Leader, sig: Option<libc::c_int>) -> Census {
         // Counted before the group signal, which may end them all at once.
         let mut census = self.walk(sig);
         if !self.subreaper {
@@ -183,6 +183,15 @@ impl Tree {
             leader.signal_group(sig);
         }
         census
+    }
+
+    /// Counts the live processes of the fixture besides the leader, signalling none: the
+    /// escapees it sees are not noted, since only those a signal was meant for count.
+    pub(super) fn count_live(&mut self, leader: &Leader) -> u32 {
+        let (seen_len, escapees) = (self.seen_len, self.escapees);
+        let live = self.signal_all(leader, None).live;
+        (self.seen_len, self.escapees) = (seen_len, escapees);
+        live
     }
 
     /// Live members of the leader's group other than the leader, from /proc (the process-group

@@ -32,7 +32,7 @@ use linux as os;
 #[cfg(target_os = "linux")]
 mod rmtree;
 #[cfg(target_os = "linux")]
-pub use rmtree::remove_tree;
+pub(crate) use rmtree::remove_tree;
 
 #[cfg(target_os = "macos")]
 mod macos;

@@ -11,7 +11,7 @@ const DEPTH_MAX: usize = 64;
 const BUF: usize = 2048;
 
 /// Removes `path` and everything under it. True if it is gone (or was never there).
-pub fn remove_tree(path: &CStr) -> bool {
+pub(crate) fn remove_tree(path: &CStr) -> bool {
     // SAFETY: plain syscalls on a NUL-terminated path and fds this function owns.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
