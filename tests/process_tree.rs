@@ -30,5 +30,7 @@ fn processes_lists_the_tree_and_the_report_counts_it() {
     let workers: Vec<_> = tree.iter().filter(|p| p.parent == leader).collect();
     assert_eq!(workers.len(), 4, "{tree:?}");
     assert!(tree.iter().all(|p| !p.command.is_empty()), "{tree:?}");
-    drop(fx);
+    let report = fx.stop().expect("stop");
+    // Counted by the guardian when the stop began: the master and its 4 workers.
+    assert_eq!(report.processes_at_stop, Some(5), "{report:?}");
 }
