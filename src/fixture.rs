@@ -338,6 +338,11 @@ impl Drop for ProcessFixture {
             Err(e @ Error::ExitedBeforeStop { .. }) if !panicking => {
                 panic!("process-fixture: {e}")
             }
+            // A second panic would abort the test binary: the crash goes with the test's output.
+            Err(e @ Error::ExitedBeforeStop { .. }) => {
+                let text = format!("process-fixture: {e}");
+                let _ = std::panic::catch_unwind(|| eprintln!("{text}"));
+            }
             Err(e) => log::warn!("process-fixture: {e}"),
         }
     }

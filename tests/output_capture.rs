@@ -144,6 +144,42 @@ fn child_panics_holding_a_fixture() {
     panic!("on purpose");
 }
 
+/// A test that panics while its server had crashed: Drop does not panic again (that would abort
+/// the whole test binary) but the crash is in the failing test's own output.
+#[test]
+fn a_crash_found_while_panicking_is_reported_with_the_test() {
+    let name = "child_panics_after_its_server_crashed";
+    let (ok, report) = run_child(name, &[], &[]);
+    assert!(!ok, "the child test was meant to fail:\n{report}");
+    let section = failure_section(&report, name);
+    assert!(section.contains("on purpose"), "{report}");
+    assert!(
+        section.contains("had exited on its own before the stop") && section.contains("SIGSEGV"),
+        "{report}"
+    );
+    assert!(report.contains("test result: FAILED. 1 passed") || report.contains("1 failed"));
+}
+
+#[test]
+fn child_panics_after_its_server_crashed() {
+    if !child_mode("child_panics_after_its_server_crashed") {
+        return;
+    }
+    let args = [
+        "--say",
+        "up",
+        "--exit-after-ms",
+        "10",
+        "--exit-signal",
+        "11",
+    ];
+    let fx = support::ready_server::late(&args, Ready::stdout("^up$"))
+        .spawn()
+        .expect("spawn");
+    assert!(support::wait_until(support::SOON, || !fx.is_running()));
+    panic!("on purpose");
+}
+
 #[test]
 fn echoed_lines_show_with_the_test_and_live_with_nocapture() {
     let name = "child_echoes";

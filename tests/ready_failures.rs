@@ -206,3 +206,35 @@ fn a_server_that_crashed_mid_test_fails_the_test_in_drop() {
     assert!(support::wait_until(SOON, || !allowed.is_running()));
     drop(allowed); // no panic
 }
+
+/// A crash by a signal (SIGSEGV) fails the test the same way, naming the signal; a server that
+/// exits with status 0 on its own is no crash, and its Drop is quiet.
+#[test]
+fn a_server_killed_by_a_signal_mid_test_fails_the_test_and_exit_0_does_not() {
+    let exits = |how: &[&str]| {
+        let mut args = vec!["--say", "up", "--exit-after-ms", "10"];
+        args.extend_from_slice(how);
+        let fx = late(&args, Ready::stdout("^up$")).spawn().expect("spawn");
+        assert!(support::wait_until(SOON, || !fx.is_running()));
+        fx
+    };
+    let fx = exits(&["--exit-signal", "11"]);
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fx)))
+        .expect_err("Drop of a server killed by SIGSEGV panics");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("had exited on its own before the stop") && message.contains("SIGSEGV"),
+        "the panic names the signal: {message}"
+    );
+    match exits(&["--exit-signal", "11"]).stop() {
+        Err(Error::ExitedBeforeStop { status, .. }) => assert_eq!(status.signal(), Some(11)),
+        other => panic!("expected ExitedBeforeStop, got {other:?}"),
+    }
+
+    let report = exits(&["--exit-code", "0"])
+        .stop()
+        .expect("exit 0 is no crash");
+    assert!(report.exited_before_stop, "{report}");
+    assert_eq!(report.exit_status.and_then(|s| s.code()), Some(0));
+    drop(exits(&["--exit-code", "0"])); // no panic
+}

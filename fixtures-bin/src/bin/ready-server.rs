@@ -4,7 +4,7 @@
 //! ```text
 //! ready-server [--delay-ms N] [--listen ADDR]... [--listen-any-port] [--http-status CODE]
 //!              [--unix PATH] [--file PATH] [--notify] [--say LINE] [--stream stdout|stderr]
-//!              [--later LINE --later-ms N] [--exit-after-ms N] [--exit-code N]
+//!              [--later LINE --later-ms N] [--exit-after-ms N] [--exit-code N] [--exit-signal N]
 //!              [--http-silent] [--log-requests]
 //! ```
 //! It prints `starting` on stdout at once, and with `--notify` sends `STATUS=warming up` to
@@ -20,8 +20,9 @@
 //! `conn=1`, proves that no probe connected before it); with `--http-silent` a connection is
 //! read and never answered (held until the client closes it), and `--log-requests` prints each
 //! request's first line on stderr as `request=<line>`. `--later LINE` prints LINE `--later-ms`
-//! after that; `--exit-after-ms N` exits `--exit-code` (default 3) N ms after being ready. It dies
-//! on SIGTERM (default disposition).
+//! after that; `--exit-after-ms N` exits `--exit-code` (default 3) N ms after being ready, or with
+//! `--exit-signal N` dies of signal N then (a crash: SIGSEGV is 11). It dies on SIGTERM (default
+//! disposition).
 
 use fixtures_bin::monotonic_ns;
 use std::io::{Read, Write};
@@ -47,6 +48,7 @@ struct Opts {
     later_after: Duration,
     exit_after: Option<Duration>,
     exit_code: i32,
+    exit_signal: Option<i32>,
     silent: bool,
     log_requests: bool,
 }
@@ -89,6 +91,9 @@ fn parse_args() -> Opts {
             "--later-ms" => o.later_after = ms(value()),
             "--exit-after-ms" => o.exit_after = Some(ms(value())),
             "--exit-code" => o.exit_code = value().parse().unwrap_or_else(|_| usage("bad code")),
+            "--exit-signal" => {
+                o.exit_signal = Some(value().parse().unwrap_or_else(|_| usage("bad signal")))
+            }
             "--http-silent" => o.silent = true,
             "--log-requests" => o.log_requests = true,
             other => usage(&format!("unknown argument {other}")),
@@ -224,9 +229,27 @@ fn main() {
     }
     if let Some(after) = o.exit_after {
         std::thread::sleep(after);
+        if let Some(signal) = o.exit_signal {
+            die_of(signal);
+        }
         std::process::exit(o.exit_code);
     }
     loop {
         std::thread::park();
     }
+}
+
+/// Dies of `signal` as a crash would: its default action restored and unblocked, then raised.
+fn die_of(signal: i32) {
+    // SAFETY: plain libc calls on this thread's own signal state, with a valid signal number
+    // or an error return that leaves the exit below as the fallback.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    usage("the signal did not end the process");
 }
