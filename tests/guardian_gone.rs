@@ -1,12 +1,14 @@
 //! When a fixture is done, its guardian is gone too: not running and not a zombie. After
-//! `stop()` (B1 of the guardian work), and for a fixture in a `static` once the test process's
-//! exit is seen (B2). Real processes, real signals; pids are compared with their start time, so
-//! a recycled pid is never taken for the guardian.
+//! `stop()`, and for a fixture in a `static` once the test process's exit is seen; its directory
+//! is removed as well, also when the test process or the guardian is SIGKILLed. Real processes,
+//! real signals; pids are compared with their start time, so a recycled pid is never taken for
+//! the guardian.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use process_fixture::{ProcessFixture, Ready};
@@ -41,12 +43,14 @@ fn stop_returns_once_the_guardian_is_gone() {
     );
 }
 
-#[test]
-fn a_static_fixture_and_its_guardian_are_gone_when_the_exit_is_seen() {
+/// Starts `fixture-holder` holding a fixture with a temporary directory, then `then`; returns
+/// it and the line it printed once its fixture was ready.
+fn holder(then: &str) -> (Child, String) {
     let mut child = Command::new(support::bin("fixture-holder"))
         .arg("--server")
         .arg(support::server())
-        .args(["--mode", "well-behaved", "--then", "exit-static"])
+        .args(["--mode", "well-behaved", "--then", then])
+        .env("PF_HOLDER_TEMP_DIR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -56,22 +60,36 @@ fn a_static_fixture_and_its_guardian_are_gone_when_the_exit_is_seen() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .expect("reading the holder's report");
-    let field = |name: &str| -> u32 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-    };
-    let server = Proc::read(field("pid")).expect("the server runs");
-    let guardian = Proc::read(field("guardian")).expect("the guardian runs");
+    (child, line)
+}
+
+/// The value of `name=` in the holder's line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+}
+
+fn pid_field(line: &str, name: &str) -> u32 {
+    field(line, name).parse().expect("a pid")
+}
+
+#[test]
+fn a_static_fixture_and_its_guardian_are_gone_when_the_exit_is_seen() {
+    let (mut child, line) = holder("exit-static");
+    let server = Proc::read(pid_field(&line, "pid")).expect("the server runs");
+    let guardian = Proc::read(pid_field(&line, "guardian")).expect("the guardian runs");
+    let dir = PathBuf::from(field(&line, "dir"));
+    assert!(dir.is_dir(), "{dir:?}");
     writeln!(child.stdin.take().unwrap(), "go").expect("go");
     let status = child.wait().expect("waiting for the holder");
     let (server_left, guardian_left) = (server.still_exists(), guardian.still_exists());
+    let dir_left = dir.exists();
     assert!(status.success(), "holder: {status:?}");
     assert!(
-        !server_left && !guardian_left,
+        !server_left && !guardian_left && !dir_left,
         "after the holder's exit was seen: server still exists: {server_left} ({:?}), \
-         guardian still exists: {guardian_left} ({:?})",
+         guardian still exists: {guardian_left} ({:?}), directory still exists: {dir_left}",
         Proc::read(server.pid),
         Proc::read(guardian.pid)
     );
@@ -87,25 +105,8 @@ fn forked_guardians() -> bool {
 
 #[test]
 fn the_directory_is_removed_when_the_test_process_is_killed() {
-    let mut child = Command::new(support::bin("fixture-holder"))
-        .arg("--server")
-        .arg(support::server())
-        .args(["--mode", "well-behaved", "--then", "wait"])
-        .env("PF_HOLDER_TEMP_DIR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting fixture-holder");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("reading the holder's report");
-    let dir = line
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("dir="))
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| panic!("no dir= in {line:?}"));
+    let (mut child, line) = holder("wait");
+    let dir = PathBuf::from(field(&line, "dir"));
     assert!(dir.is_dir(), "{dir:?}");
     child.kill().expect("SIGKILL the holder"); // our unreaped child: its pid is pinned
     child.wait().expect("reaping the holder");
