@@ -290,6 +290,25 @@ mod tests {
         }
     }
 
+    /// A holder whose command line cannot be read (here: one that is gone, as one that exited
+    /// between the lookup and the read) is still named by its pid.
+    #[test]
+    fn a_holder_whose_command_line_cannot_be_read_is_named_by_pid() {
+        for _ in 0..10 {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue; // reused already: try another
+            }
+            let h = holder(pid);
+            assert_eq!(h.pid, pid);
+            assert!(h.command.contains("cannot be read"), "{h:?}");
+            return;
+        }
+        panic!("every pid was reused at once");
+    }
+
     #[test]
     fn the_lock_directory_is_shared_and_sticky() {
         let dir = lock_dir().expect("a lock directory");
