@@ -277,7 +277,7 @@ fn the_async_api_adds_no_child_watcher_and_drop_needs_no_runtime() {
 }
 
 /// The library's modules, top to bottom: a module may use those below it, never one above it.
-/// `cargo test --test source_rules -- module_graph --nocapture` prints the graph.
+/// `cargo test --test source_rules -- modules_only_use --nocapture` prints the graph.
 const LAYERS: &[&str] = &[
     "async_api",
     "builder",
