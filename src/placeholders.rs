@@ -75,11 +75,10 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Values for unit tests here and in `plan`: port 8080, port `admin` 9090, directory /tmp/fx.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values() -> Values {
+impl Values {
+    pub(crate) fn example() -> Values {
         Values {
             port: 8080,
             named: [("admin".to_owned(), 9090)].into(),
@@ -87,10 +86,15 @@ mod tests {
             notify: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn placeholders_are_replaced_everywhere() {
-        let v = values();
+        let v = Values::example();
         assert_eq!(
             v.substitute(b"--listen=127.0.0.1:{port}"),
             b"--listen=127.0.0.1:8080"

@@ -249,26 +249,17 @@ mod tests {
     use super::*;
     use crate::Builder;
 
-    fn values() -> Values {
-        Values {
-            port: 8080,
-            named: [("admin".to_owned(), 9090)].into(),
-            dir: Some("/tmp/fx".into()),
-            notify: None,
-        }
-    }
-
     #[test]
     fn nul_bytes_are_named() {
         let mut b = Builder::new("true");
         b.arg("ok").arg("bad\0arg");
-        match plan(b.config(), &values(), None) {
+        match plan(b.config(), &Values::example(), None) {
             Err(Error::NulByte { what, .. }) => assert_eq!(what, "argument 2"),
             other => panic!("expected NulByte, got {:?}", other.err()),
         }
         let mut b = Builder::new("true");
         b.env("FOO", "x\0y");
-        match plan(b.config(), &values(), None) {
+        match plan(b.config(), &Values::example(), None) {
             Err(Error::NulByte { what, .. }) => assert_eq!(what, "environment variable FOO"),
             other => panic!("expected NulByte, got {:?}", other.err()),
         }
@@ -282,7 +273,7 @@ mod tests {
             .env("B", "{port}")
             .env("C", "3")
             .env_remove("C");
-        let env = environment(b.config(), &values(), None);
+        let env = environment(b.config(), &Values::example(), None);
         assert_eq!(env.len(), 1);
         assert_eq!(env[OsStr::new("B")], "8080");
     }
@@ -298,7 +289,7 @@ mod tests {
         };
         let mut b = Builder::new("true");
         b.env_clear().env("HOME", "/elsewhere");
-        let env = environment(b.config(), &values(), Some(&user));
+        let env = environment(b.config(), &Values::example(), Some(&user));
         assert_eq!(env[OsStr::new("HOME")], "/elsewhere");
         assert_eq!(env[OsStr::new("USER")], "pg");
     }
@@ -306,14 +297,18 @@ mod tests {
     #[test]
     fn program_lookup() {
         let b = Builder::new("sh");
-        assert!(
-            resolve_program(b.config(), &environment(b.config(), &values(), None))
-                .unwrap()
-                .is_absolute()
-        );
+        assert!(resolve_program(
+            b.config(),
+            &environment(b.config(), &Values::example(), None)
+        )
+        .unwrap()
+        .is_absolute());
         let b = Builder::new("surely-no-such-program-here");
         assert!(matches!(
-            resolve_program(b.config(), &environment(b.config(), &values(), None)),
+            resolve_program(
+                b.config(),
+                &environment(b.config(), &Values::example(), None)
+            ),
             Err(Error::ProgramNotFound { .. })
         ));
     }
