@@ -9,8 +9,8 @@
 //! ```
 //! Every message is an explicit [`Msg`] of fixed size, written with one `write` (atomic below
 //! `PIPE_BUF`, and each end has one writer). EOF is never the only signal: a child the test
-//! process forks without exec inherits its end of the socket, so EOF may never come (issue
-//! "guardian, second generation", defect 2).
+//! process forks without exec inherits its end of the socket, so EOF may never come while that
+//! child lives.
 //!
 //! The zygote's socket (`SOCK_SEQPACKET`, one per test process) carries `HELLO` once from the
 //! zygote and then one `FORK` per fixture from the test side, with the guardian's three fds.
