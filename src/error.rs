@@ -182,6 +182,40 @@ impl fmt::Display for ExecStage {
     }
 }
 
+/// Why a pause or a resume failed ([`Error::PauseFailed`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PauseFailure {
+    /// Some processes were still not stopped when the pause's wait ended (they are continued
+    /// again: a failed pause leaves the server running).
+    NotAllStopped {
+        /// How many.
+        running: u32,
+    },
+    /// The guardian did not answer in time, or is gone.
+    NoAnswer {
+        /// How long the answer was waited for.
+        waited: Duration,
+    },
+    /// The fixture is being stopped.
+    Stopping,
+}
+
+impl fmt::Display for PauseFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PauseFailure::NotAllStopped { running } => write!(
+                f,
+                "{running} of its processes did not stop (they were continued again)"
+            ),
+            PauseFailure::NoAnswer { waited } => {
+                write!(f, "the guardian did not answer within {waited:?}")
+            }
+            PauseFailure::Stopping => f.write_str("it is being stopped"),
+        }
+    }
+}
+
 /// Why a stop could not confirm that every process is gone ([`Error::StopIncomplete`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -409,6 +443,16 @@ pub enum Error {
         /// The last lines of its output.
         output: Box<OutputTail>,
     },
+    /// [`ProcessFixture::pause`](crate::ProcessFixture::pause) or
+    /// [`resume`](crate::ProcessFixture::resume) failed.
+    PauseFailed {
+        /// The program.
+        program: String,
+        /// `true` for `resume`, `false` for `pause`.
+        resuming: bool,
+        /// What went wrong.
+        failure: PauseFailure,
+    },
     /// A feature that this platform does not have was required.
     Unsupported {
         /// The program.
@@ -462,6 +506,7 @@ impl Error {
             | Error::File { program, .. }
             | Error::StopIncomplete { program, .. }
             | Error::ExitedBeforeStop { program, .. }
+            | Error::PauseFailed { program, .. }
             | Error::Unsupported { program, .. }
             | Error::Io { program, .. } => program,
         }
@@ -576,6 +621,14 @@ impl Error {
                 status,
                 output,
             } => write!(f, "{program:?} exited on its own ({status})\n{output}"),
+            Error::PauseFailed {
+                program,
+                resuming,
+                failure,
+            } => {
+                let what = if *resuming { "resuming" } else { "pausing" };
+                write!(f, "{what} {program:?} failed: {failure}")
+            }
             Error::StopIncomplete {
                 program,
                 failure,

@@ -8,6 +8,7 @@ use regex::Regex;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::inspect::Process;
+use crate::pause;
 use crate::report::StopReport;
 use crate::running::Running;
 use crate::teardown;
@@ -291,6 +292,59 @@ impl ProcessFixture {
     /// ```
     pub fn processes(&self) -> Vec<Process> {
         self.inner().tree().processes()
+    }
+
+    /// Freezes the whole server: SIGSTOP to the leader, its process group and every escaped
+    /// descendant the guardian knows, repeated until every one of them is seen stopped (a
+    /// process forking meanwhile makes a child the first pass missed; a stopped one cannot
+    /// fork). Returns once they all are. A paused server accepts nothing: connections wait in
+    /// the listen backlog, or time out, until [`resume`](ProcessFixture::resume).
+    ///
+    /// `stop`, `Drop`, and the clean-up after the test process dies all continue a paused
+    /// server first, so they take no longer than for a running one. A pause that cannot stop
+    /// every process within 1 s continues them all again and fails with
+    /// [`Error::PauseFailed`]. Pausing twice is harmless.
+    ///
+    /// What it cannot stop: a process outside the fixture's tree (one that escaped with the
+    /// process-group containment only, see [`Containment`](crate::Containment)); and, without
+    /// pidfds (Linux before 5.3), an escapee in a group of its own that is not the guardian's
+    /// own child: its pid could be a stranger's by the time a signal went out, so it gets none,
+    /// and the pause fails.
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// # if std::process::Command::new("python3").arg("--version").output().is_err() { return Ok(()); }
+    ///
+    /// let srv = ProcessFixture::builder("python3")
+    ///     .args(["-m", "http.server", "--bind", "127.0.0.1", "{port}"])
+    ///     .ready(Ready::http("/"))
+    ///     .spawn()?;
+    /// srv.pause()?;
+    /// assert!(srv.is_paused());
+    /// let mut conn = std::net::TcpStream::connect(("127.0.0.1", srv.port()))?; // queued
+    /// conn.set_read_timeout(Some(Duration::from_millis(200)))?;
+    /// conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    /// assert!(conn.read(&mut [0; 1]).is_err(), "no answer while paused");
+    /// srv.resume()?;
+    /// conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(conn.read(&mut [0; 1])?, 1, "answered once resumed");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pause(&self) -> Result<(), Error> {
+        pause::set_paused(self.inner(), true)
+    }
+
+    /// Continues a server frozen by [`pause`](ProcessFixture::pause): SIGCONT to every process
+    /// of it. Resuming a running server is harmless.
+    pub fn resume(&self) -> Result<(), Error> {
+        pause::set_paused(self.inner(), false)
+    }
+
+    /// Whether the server is paused: the last successful `pause` or `resume` was a pause.
+    pub fn is_paused(&self) -> bool {
+        pause::is_paused(self.inner())
     }
 
     /// Stops the server and reports how. `Drop` does the same; see [`ProcessFixture`] for what

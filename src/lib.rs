@@ -113,6 +113,7 @@ mod force;
 mod guardian;
 mod inspect;
 mod output;
+mod pause;
 mod placeholders;
 mod plan;
 mod port;
@@ -128,7 +129,7 @@ mod wait_output;
 
 pub use builder::Builder;
 pub use config::{DEFAULT_GRACE, DEFAULT_READY_TIMEOUT, ECHO_ENV};
-pub use error::{Diagnosis, Error, ExecStage, OutputTail, PortHolder, StopFailure};
+pub use error::{Diagnosis, Error, ExecStage, OutputTail, PauseFailure, PortHolder, StopFailure};
 pub use fixture::ProcessFixture;
 pub use inspect::Process;
 pub use output::OUTPUT_CAP;

@@ -43,6 +43,16 @@ pub(crate) struct Running {
     pub(crate) allow_early_exit: bool,
     /// `wait_for_output`: where its search goes on (stdout, stderr offsets).
     pub(crate) cursor: Arc<Mutex<(u64, u64)>>,
+    /// Pause and resume, one at a time.
+    pub(crate) pause: Mutex<Pause>,
+}
+
+/// Where pause and resume stand.
+#[derive(Default)]
+pub(crate) struct Pause {
+    /// The number of the last request sent (its answer carries it back).
+    pub(crate) seq: u32,
+    pub(crate) paused: bool,
 }
 
 impl Running {

@@ -174,6 +174,7 @@ fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
         dir: p.dir,
         allow_early_exit: cfg.allow_early_exit,
         cursor: Arc::new(Mutex::new((0, 0))),
+        pause: Mutex::default(),
     })
 }
 

@@ -289,6 +289,7 @@ const LAYERS: &[&str] = &[
     "signal",
     "ready",
     "fixture",
+    "pause",
     "wait_output",
     "teardown",
     "running",
@@ -468,4 +469,19 @@ fn sys_exports_an_explicit_list_of_crate_private_items() {
             .collect();
         assert_eq!(globs, Vec::<String>::new(), "{file}: name what is used");
     }
+}
+
+#[test]
+fn the_stop_thaws_a_paused_tree_before_its_first_signal() {
+    let stop = std::fs::read_to_string(src().join("guardian/stop.rs")).unwrap();
+    let thaw = stop
+        .find("if g.paused {")
+        .expect("the stop checks for a pause");
+    let first = stop
+        .find("g.leader.signal(sig)")
+        .expect("the leader's stop signal");
+    assert!(
+        thaw < first,
+        "a paused tree must be continued before the stop signal"
+    );
 }

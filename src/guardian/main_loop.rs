@@ -42,6 +42,8 @@ pub(super) struct Guardian<'a> {
     pub(super) gone_reported: bool,
     /// STOP asked to keep the fixture's directory.
     keep_dir: bool,
+    /// PAUSE was the last of PAUSE and RESUME: the stop thaws the tree first.
+    pub(super) paused: bool,
     /// Partial control message from the test side.
     ctl_buf: [u8; Msg::SIZE],
     ctl_len: usize,
@@ -79,6 +81,7 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
         leader_exit_reported: false,
         gone_reported: false,
         keep_dir: false,
+        paused: false,
         ctl_buf: [0; Msg::SIZE],
         ctl_len: 0,
     };
@@ -206,8 +209,8 @@ impl Guardian<'_> {
         }
     }
 
-    /// Reads what the test side sent. True on STOP, or when the socket is closed or broken (the
-    /// test side is gone).
+    /// Reads what the test side sent, and carries out PAUSE and RESUME. True on STOP, or when
+    /// the socket is closed or broken (the test side is gone).
     fn stop_requested(&mut self) -> bool {
         loop {
             let n = sys::read(self.ends.ctl, &mut self.ctl_buf[self.ctl_len..]);
@@ -221,9 +224,14 @@ impl Guardian<'_> {
             if self.ctl_len == Msg::SIZE {
                 self.ctl_len = 0;
                 let msg = Msg::from_bytes(&self.ctl_buf);
-                if msg.kind == Msg::STOP {
-                    self.keep_dir = msg.flags & Msg::F_KEEP_DIR != 0;
-                    return true;
+                match msg.kind {
+                    Msg::STOP => {
+                        self.keep_dir = msg.flags & Msg::F_KEEP_DIR != 0;
+                        return true;
+                    }
+                    Msg::PAUSE => self.pause(msg.seq),
+                    Msg::RESUME => self.resume(msg.seq),
+                    _ => {}
                 }
             }
         }

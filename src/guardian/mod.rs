@@ -29,6 +29,7 @@
 //! `listen()` watch; [`zygote`] the zygote.
 
 mod client;
+mod freeze;
 mod listen;
 mod main_loop;
 pub(crate) mod protocol;
@@ -39,7 +40,7 @@ mod zygote;
 
 // What the rest of the crate uses.
 pub(crate) use client::{fork_gate, launch, reap_forked, stopped, Origin, REAP_WAIT};
+pub(crate) use protocol::{Frozen, Outcome, Report, Stage, Stopped};
 pub(crate) use protocol::{ListenEvents, Msg, Plan};
-pub(crate) use protocol::{Outcome, Report, Stage, Stopped};
 pub(crate) use stop::stop_bound;
 pub(crate) use stop::KILL_WAIT;

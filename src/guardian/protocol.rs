@@ -3,8 +3,8 @@
 //! One `SOCK_STREAM` Unix socket per fixture, the *control socket*:
 //! ```text
 //! test side ── Plan (once, when the guardian was forked by the zygote) ──▶ guardian
-//!           ── STOP ─────────────────────────────────────────────────────▶
-//!           ◀── SPAWNED | SPAWN_FAILED, LEADER_EXITED, GONE, LISTENING…, STOPPED ──
+//!           ── PAUSE | RESUME (numbered), STOP ─────────────────────────▶
+//!           ◀── SPAWNED | SPAWN_FAILED, LEADER_EXITED, GONE, LISTENING…, FROZEN…, STOPPED ──
 //!           ◀── GUARDIAN_DIED (written by the zygote when the guardian died before STOPPED)
 //! ```
 //! Every message is an explicit [`Msg`] of fixed size, written with one `write` (atomic below
@@ -23,7 +23,7 @@ use crate::sys::{Pid, WaitStatus};
 /// Bumped whenever a message or the plan changes shape: a zygote of another build refuses to
 /// serve (the executable was replaced by a rebuild while tests ran), and the test side falls
 /// back to a forked guardian.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
 /// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32.
 #[repr(C)]
@@ -35,15 +35,17 @@ pub(crate) struct Msg {
     pub pid: Pid,
     /// A raw wait status (`LEADER_EXITED`, `GONE`, `STOPPED`, `GUARDIAN_DIED`).
     pub status: WaitStatus,
-    /// Stage (`SPAWN_FAILED`), reason (`STOPPED`), address family (`LISTENING`), version (`HELLO`).
+    /// Stage (`SPAWN_FAILED`), reason (`STOPPED`), address family (`LISTENING`), version
+    /// (`HELLO`), processes not stopped (`FROZEN`).
     pub detail: u32,
     pub port: u32,
     pub killed: u32,
     pub escapees: u32,
-    /// `STOPPED`: how many processes of the fixture lived when the stop began (leader included).
+    /// `STOPPED`: how many processes of the fixture lived when the stop began (leader included);
+    /// `FROZEN`: how many live processes the pause or resume reached.
     pub processes: u32,
-    /// Zero: keeps the message free of padding.
-    pub spare: u32,
+    /// `PAUSE`, `RESUME` and the `FROZEN` answering them: the request's number.
+    pub seq: u32,
     pub addr: [u8; 16],
     /// The guardian's own pid (`SPAWNED`, `SPAWN_FAILED`).
     pub guardian: Pid,
@@ -69,6 +71,10 @@ impl Msg {
     // test side → guardian, test side → zygote
     pub(crate) const STOP: u32 = 9;
     pub(crate) const FORK: u32 = 10;
+    pub(crate) const PAUSE: u32 = 11;
+    pub(crate) const RESUME: u32 = 12;
+    // guardian → test side: the answer to PAUSE or RESUME
+    pub(crate) const FROZEN: u32 = 13;
 
     // flags
     pub(crate) const F_ESCALATED: u32 = 1;
@@ -84,6 +90,8 @@ impl Msg {
     pub(crate) const F_ZYGOTE: u32 = 128;
     /// `STOP`: keep the fixture's directory (a failed spawn's, kept for inspection).
     pub(crate) const F_KEEP_DIR: u32 = 256;
+    /// `FROZEN`: the fixture is paused now (else: running again).
+    pub(crate) const F_PAUSED: u32 = 512;
 
     // STOPPED reasons (detail)
     pub(crate) const CONFIRMED: u32 = 0;
@@ -190,6 +198,21 @@ pub(crate) enum Report {
     Stopped(Stopped),
     /// The guardian died before it reported `Stopped` (written by the zygote).
     GuardianDied { status: WaitStatus },
+    /// The answer to PAUSE or RESUME number `seq`.
+    Frozen(Frozen),
+}
+
+/// The `FROZEN` report: what a pause or a resume did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Frozen {
+    /// The number of the request it answers.
+    pub seq: u32,
+    /// The fixture is paused now (the answer to PAUSE), or running again (RESUME).
+    pub paused: bool,
+    /// Live processes the request reached, leader included.
+    pub processes: u32,
+    /// PAUSE: processes still not stopped when the guardian's wait ended (0: all stopped).
+    pub running: u32,
 }
 
 /// How the stop sequence ended.
@@ -282,6 +305,12 @@ impl Msg {
             Msg::GUARDIAN_DIED => Report::GuardianDied {
                 status: self.status,
             },
+            Msg::FROZEN => Report::Frozen(Frozen {
+                seq: self.seq,
+                paused: flag(Msg::F_PAUSED),
+                processes: self.processes,
+                running: self.detail,
+            }),
             _ => return None,
         })
     }

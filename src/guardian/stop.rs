@@ -46,6 +46,12 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
         msg.flags |= Msg::F_GONE_BEFORE;
     }
 
+    // 0. A paused fixture is thawed first: a stopped process could not act on its signal, and
+    //    the stop of a paused fixture takes no longer than that of a running one.
+    if g.paused {
+        g.signal_tree(libc::SIGCONT);
+    }
+
     // 1. Leader first: nginx, gunicorn and PostgreSQL stop their workers when the master is asked.
     //    SIGCONT with it: a stopped leader could not act on it. A leader that ignores the signal
     //    gets no grace.

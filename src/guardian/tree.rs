@@ -72,6 +72,8 @@ pub(super) struct Census {
     pub escapees: u32,
     /// Of those, how many ignore SIGTERM (SigIgn): they will never act on it.
     pub ignoring_term: u32,
+    /// Of those, how many were not stopped (by SIGSTOP) when seen.
+    pub running: u32,
     /// Direct children found dead (and reaped): their children came to the guardian, maybe
     /// after the list was read, so this look proves nothing about emptiness.
     pub dead_children: u32,
@@ -177,7 +179,9 @@ impl Tree {
         // Counted before the group signal, which may end them all at once.
         let mut census = self.walk(sig);
         if !self.subreaper {
-            census.live = census.live.max(self.count_group());
+            let group = self.count_group();
+            census.live = census.live.max(group.live);
+            census.running = census.running.max(group.running);
         }
         if let Some(sig) = sig {
             leader.signal_group(sig);
@@ -188,20 +192,30 @@ impl Tree {
     /// Counts the live processes of the fixture besides the leader, signalling none: the
     /// escapees it sees are not noted, since only those a signal was meant for count.
     pub(super) fn count_live(&mut self, leader: &Leader) -> u32 {
+        self.signal_unnoted(leader, None).live
+    }
+
+    /// [`Tree::signal_all`] for a pause or a resume: the escapees it reaches are not noted, since
+    /// the stop report counts those the stop itself signalled.
+    pub(super) fn signal_unnoted(&mut self, leader: &Leader, sig: Option<libc::c_int>) -> Census {
         let (seen_len, escapees) = (self.seen_len, self.escapees);
-        let live = self.signal_all(leader, None).live;
+        let census = self.signal_all(leader, sig);
         (self.seen_len, self.escapees) = (seen_len, escapees);
-        live
+        census
     }
 
     /// Live members of the leader's group other than the leader, from /proc (the process-group
-    /// containment, where orphaned members are not the guardian's descendants).
-    fn count_group(&self) -> u32 {
-        let mut n = 0;
+    /// containment, where orphaned members are not the guardian's descendants): a census of
+    /// them with `live` and `running` only.
+    fn count_group(&self) -> Census {
+        let mut census = Census::default();
         sys::for_each_process(|pid, stat| {
-            n += u32::from(stat.pgrp == self.pgid && pid != self.pgid && stat.is_live());
+            if stat.pgrp == self.pgid && pid != self.pgid && stat.is_live() {
+                census.live += 1;
+                census.running += u32::from(!stat.is_stopped());
+            }
         });
-        n
+        census
     }
 
     /// Walks the guardian's descendants depth first (the leader counted apart), signalling
@@ -254,6 +268,7 @@ impl Tree {
             return;
         }
         census.live += 1;
+        census.running += u32::from(!stat.is_stopped());
         if sys::ignores_signal(pid, libc::SIGTERM) == Some(true) {
             census.ignoring_term += 1;
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::guardian::{Msg, Report, Stopped};
+use crate::guardian::{Frozen, Msg, Report, Stopped};
 use crate::sys;
 
 use super::stream::{echo, LineWatch, Stream};
@@ -30,6 +30,8 @@ pub(crate) struct State {
     pub gone: Option<sys::WaitStatus>,
     pub listeners: Vec<Listener>,
     pub stopped: Option<Stopped>,
+    /// The guardian's last answer to a pause or a resume.
+    pub frozen: Option<Frozen>,
     /// The zygote saw the guardian die before it reported `Stopped` (its wait status).
     pub guardian_died: Option<sys::WaitStatus>,
     /// The control socket hit EOF or an error, or the guardian's exit was seen.
@@ -125,6 +127,7 @@ impl State {
                 }),
                 Some(Report::Stopped(stopped)) => self.stopped = Some(stopped),
                 Some(Report::GuardianDied { status }) => self.guardian_died = Some(status),
+                Some(Report::Frozen(frozen)) => self.frozen = Some(frozen),
                 None => {}
             }
             self.events += 1;

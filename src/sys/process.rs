@@ -20,6 +20,11 @@ impl ProcStat {
     pub(crate) fn is_live(&self) -> bool {
         self.state != b'Z' && self.state != b'X'
     }
+
+    /// Stopped by a signal (`T`) or under a tracer (`t`): runs no code until continued.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.state == b'T' || self.state == b't'
+    }
 }
 
 /// Every descendant of `pid` (children of all its threads, depth first). Test side only.

@@ -21,10 +21,10 @@ pub(crate) fn proc_stat(pid: Pid) -> Option<ProcStat> {
         return None;
     }
     Some(ProcStat {
-        state: if info.pbi_status == libc::SZOMB {
-            b'Z'
-        } else {
-            b'R'
+        state: match info.pbi_status {
+            libc::SZOMB => b'Z',
+            libc::SSTOP => b'T',
+            _ => b'R',
         },
         ppid: info.pbi_ppid as Pid,
         pgrp: info.pbi_pgid as Pid,
