@@ -123,6 +123,9 @@ fn a_fragment_is_never_sent_to_the_server() {
     )
     .spawn()
     .expect("ready");
+    // The monitor reads the server's stderr on its own thread: the line may come after ready.
+    fx.wait_for_output("^request=", support::SOON)
+        .expect("the request was logged");
     let requests: Vec<String> = fx
         .stderr()
         .lines()
