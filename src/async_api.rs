@@ -68,6 +68,33 @@ impl ProcessFixture {
         blocking(move || self.stop()).await
     }
 
+    /// [`ProcessFixture::restart`] without blocking the executor. If the future is dropped
+    /// before it completes, the restart goes on on the blocking pool and the restarted server is
+    /// stopped there; the fixture is then spent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), process_fixture::Error> {
+    /// # use process_fixture::{ProcessFixture, Ready};
+    /// let mut srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "echo up; exec sleep 60"])
+    ///     .ready(Ready::stdout("^up$"))
+    ///     .spawn_async()
+    ///     .await?;
+    /// let port = srv.port();
+    /// let report = srv.restart_async().await?;
+    /// assert_eq!(srv.port(), port);
+    /// assert!(!report.escalated);
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub async fn restart_async(&mut self) -> Result<StopReport, Error> {
+        let restarting = self.begin_restart();
+        let (fresh, report) = blocking(move || restarting.run()).await?;
+        *self = fresh;
+        Ok(report)
+    }
+
     /// [`ProcessFixture::wait_for_output`] without blocking the executor.
     ///
     /// ```

@@ -1,6 +1,7 @@
 //! [`ProcessFixture`]: the handle a test holds on its running server.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -22,12 +23,34 @@ use crate::wait_output::OutputSearch;
 #[must_use = "dropping a ProcessFixture stops the server at once; bind it to a named variable, not `_`"]
 pub struct ProcessFixture {
     inner: Option<Running>,
+    /// Starts the server again from what the stopped one leaves: made by `spawn`, which holds
+    /// the configuration.
+    restart: Restart,
+}
+
+/// How a fixture starts its server again ([`ProcessFixture::restart`]).
+pub(crate) type Restart = Arc<dyn Fn(Running) -> Result<ProcessFixture, Error> + Send + Sync>;
+
+/// A server taken out of its fixture to be restarted.
+pub(crate) struct Restarting {
+    old: Running,
+    restart: Restart,
+}
+
+impl Restarting {
+    /// The full stop, keeping the directory, then a new start on the same ports and directory.
+    pub(crate) fn run(mut self) -> Result<(ProcessFixture, StopReport), Error> {
+        let report = teardown::stop_for_restart(&mut self.old)?;
+        let fresh = (self.restart)(self.old)?;
+        Ok((fresh, report))
+    }
 }
 
 impl ProcessFixture {
-    pub(crate) fn new(running: Running) -> ProcessFixture {
+    pub(crate) fn new(running: Running, restart: Restart) -> ProcessFixture {
         ProcessFixture {
             inner: Some(running),
+            restart,
         }
     }
 
@@ -345,6 +368,55 @@ impl ProcessFixture {
     /// Whether the server is paused: the last successful `pause` or `resume` was a pause.
     pub fn is_paused(&self) -> bool {
         pause::is_paused(self.inner())
+    }
+
+    /// Stops the server and starts it again with the same configuration: the same ports (still
+    /// reserved by this fixture in between, so no other fixture of any process can take them),
+    /// the same [`dir`](ProcessFixture::dir) with the files the old server left (a database
+    /// keeps its data), and a readiness wait as `spawn` has. Returns the old server's
+    /// [`StopReport`]; the stop is the full sequence, with the same guarantees as
+    /// [`stop`](ProcessFixture::stop).
+    ///
+    /// A client may see refused connections while the server is down. The output of the new
+    /// server starts afresh ([`stdout`](ProcessFixture::stdout) shows only its own), as does
+    /// [`wait_for_output`](ProcessFixture::wait_for_output). A server that had exited on its own
+    /// is started again too: the report says so (`exited_before_stop`, `exit_status`).
+    ///
+    /// If the server does not come back, the error is that of a failed spawn (with its
+    /// diagnosis and output), nothing of it is left running, and the fixture is spent: dropping
+    /// it does nothing more, and any other method panics. The error of a stop that could not
+    /// complete is returned the same way, before any new start.
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// let mut srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "echo run >> {dir}/runs; echo up; exec sleep 60"])
+    ///     .ready(Ready::stdout("^up$"))
+    ///     .spawn()?;
+    /// let (port, first) = (srv.port(), srv.pid());
+    /// srv.restart()?;
+    /// assert_eq!(srv.port(), port);
+    /// assert_ne!(srv.pid(), first);
+    /// let runs = std::fs::read_to_string(srv.dir().unwrap().join("runs"))?;
+    /// assert_eq!(runs, "run\nrun\n"); // the directory and its files were kept
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn restart(&mut self) -> Result<StopReport, Error> {
+        let (fresh, report) = self.begin_restart().run()?;
+        *self = fresh;
+        Ok(report)
+    }
+
+    /// Takes the running server out for a restart (on this thread, or on a blocking pool's):
+    /// the fixture is spent until the restarted one replaces it.
+    pub(crate) fn begin_restart(&mut self) -> Restarting {
+        match self.inner.take() {
+            Some(old) => Restarting {
+                old,
+                restart: Arc::clone(&self.restart),
+            },
+            None => unreachable!("inner is present until stop or drop"),
+        }
     }
 
     /// Stops the server and reports how. `Drop` does the same; see [`ProcessFixture`] for what

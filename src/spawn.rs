@@ -15,7 +15,7 @@ use crate::deadline::{self, Deadline};
 use crate::diagnose;
 use crate::dir;
 use crate::error::{Error, ExecStage};
-use crate::fixture::ProcessFixture;
+use crate::fixture::{ProcessFixture, Restart};
 use crate::guardian::{self, Origin, Plan, Report, Stage};
 use crate::output::{LineWatch, Monitor, Sources};
 use crate::placeholders::Values;
@@ -30,16 +30,21 @@ use crate::text;
 /// How long the guardian may take to report the spawn, beyond the readiness timeout.
 const SPAWN_REPORT_SLACK: Duration = Duration::from_secs(5);
 
-/// What the configuration comes to once read: everything the launch needs, made and checked.
-struct Prepared {
+/// What lasts for the fixture's whole life, across restarts: its ports, its directory and the
+/// placeholders' values.
+struct Lasting {
     program: String,
-    command: String,
-    watches: Vec<LineWatch>,
     reservation: Reservation,
     named: Vec<(String, Reservation)>,
     dir: Option<tempfile::TempDir>,
-    notify: Option<OwnedFd>,
     values: Values,
+}
+
+/// What one start of the server needs, made from the configuration and the lasting values.
+struct Start {
+    command: String,
+    watches: Vec<LineWatch>,
+    notify: Option<OwnedFd>,
     plan: Plan,
     /// The server's working directory, for relative probe paths.
     cwd: Option<PathBuf>,
@@ -49,9 +54,16 @@ struct Prepared {
 /// Spawns and waits for readiness; on failure, tears everything down before returning.
 pub(crate) fn spawn(cfg: &Config) -> Result<ProcessFixture, Error> {
     sweep_once();
-    let mut prepared = prepare(cfg)?;
-    let files_before = std::mem::take(&mut prepared.files_before);
-    let mut run = launch(cfg, prepared)?;
+    let lasting = prepare(cfg)?;
+    start(Arc::new(cfg.clone()), lasting)
+}
+
+/// One start: plan it, launch the guardian, wait for its report and for readiness. The fixture
+/// it makes can start again from the same configuration (`restart`).
+fn start(cfg: Arc<Config>, mut lasting: Lasting) -> Result<ProcessFixture, Error> {
+    let mut planned = plan_start(&cfg, &mut lasting)?;
+    let files_before = std::mem::take(&mut planned.files_before);
+    let mut run = launch(&cfg, lasting, planned)?;
     let events = wait_spawned(&mut run, cfg.ready_timeout)?;
     log::debug!(
         "process-fixture: {} started: leader pid {}, guardian pid {} ({:?}), listen() events: {events}",
@@ -60,14 +72,35 @@ pub(crate) fn spawn(cfg: &Config) -> Result<ProcessFixture, Error> {
         run.guardian_pid,
         run.origin
     );
-    wait_ready(cfg, ProcessFixture::new(run), &files_before, events)
+    let again = Arc::clone(&cfg);
+    let restart: Restart = Arc::new(move |old| start(Arc::clone(&again), Lasting::of(old)));
+    wait_ready(
+        &cfg,
+        ProcessFixture::new(run, restart),
+        &files_before,
+        events,
+    )
 }
 
-/// Reads the configuration: checks the probes, looks up the user, reserves the ports, makes and
-/// fills the directory, and plans the server's start with every placeholder filled in.
-fn prepare(cfg: &Config) -> Result<Prepared, Error> {
+impl Lasting {
+    /// What a stopped fixture leaves for its restart: the same ports, still reserved, and the
+    /// same directory with its files as the old server left them.
+    fn of(old: Running) -> Lasting {
+        Lasting {
+            program: old.program,
+            reservation: old.reservation,
+            named: old.named,
+            dir: old.dir,
+            values: old.values,
+        }
+    }
+}
+
+/// Reads the configuration for the fixture's life: reserves the ports, makes and fills the
+/// directory.
+fn prepare(cfg: &Config) -> Result<Lasting, Error> {
     let program = cfg.program_name();
-    let watches = cfg.ready.line_watches(&program)?;
+    cfg.ready.line_watches(&program)?; // a bad pattern fails before anything is made
     let user = plan::lookup_user(cfg)?;
     let reservation = reserve_port(cfg.port, &program)?;
     let named = cfg
@@ -79,39 +112,51 @@ fn prepare(cfg: &Config) -> Result<Prepared, Error> {
         true => Some(dir::make(&program)?),
         false => None,
     };
-    let notify = match cfg.ready.wants_notify() {
-        true => Some(notify_socket().map_err(Error::io(&program, "creating NOTIFY_SOCKET"))?),
-        false => None,
-    };
     let values = Values {
         port: reservation.port(),
         named: named.iter().map(|(n, r)| (n.clone(), r.port())).collect(),
         dir: dir.as_ref().map(|d| d.path().to_owned()),
-        notify: notify.as_ref().map(|(_, name)| name.clone()),
+        notify: None,
     };
     if let Some(dir) = &dir {
         dir::write_files(cfg, dir.path(), &values)?;
         dir::give(dir.path(), plan::owner(cfg, user.as_ref()), &program)?;
     }
-    let plan = plan::plan(cfg, &values, user.as_ref())?;
-    let argv = std::iter::once(cfg.program.as_bytes().to_vec())
-        .chain(cfg.args.iter().map(|a| values.substitute(a.as_bytes())));
-    let command = text::shorten(text::shell_words(argv), COMMAND_MAX);
-    let cwd = server_cwd(cfg, &values);
-    let files_before = cfg
-        .ready
-        .file_paths()
-        .map(|p| FileBefore::look(ready::resolve(&values, cwd.as_deref(), p)))
-        .collect();
-    Ok(Prepared {
+    Ok(Lasting {
         program,
-        command,
-        watches,
         reservation,
         named,
         dir,
-        notify: notify.map(|(fd, _)| fd),
         values,
+    })
+}
+
+/// Plans one start of the server with every placeholder filled in: its line watches, a fresh
+/// sd_notify socket, the guardian's plan, and the files a file probe must not take for ready.
+fn plan_start(cfg: &Config, lasting: &mut Lasting) -> Result<Start, Error> {
+    let program = &lasting.program;
+    let watches = cfg.ready.line_watches(program)?;
+    let user = plan::lookup_user(cfg)?;
+    let notify = match cfg.ready.wants_notify() {
+        true => Some(notify_socket().map_err(Error::io(program, "creating NOTIFY_SOCKET"))?),
+        false => None,
+    };
+    let values = &mut lasting.values;
+    values.notify = notify.as_ref().map(|(_, name)| name.clone());
+    let plan = plan::plan(cfg, values, user.as_ref())?;
+    let argv = std::iter::once(cfg.program.as_bytes().to_vec())
+        .chain(cfg.args.iter().map(|a| values.substitute(a.as_bytes())));
+    let command = text::shorten(text::shell_words(argv), COMMAND_MAX);
+    let cwd = server_cwd(cfg, values);
+    let files_before = cfg
+        .ready
+        .file_paths()
+        .map(|p| FileBefore::look(ready::resolve(values, cwd.as_deref(), p)))
+        .collect();
+    Ok(Start {
+        command,
+        watches,
+        notify: notify.map(|(fd, _)| fd),
         plan,
         cwd,
         files_before,
@@ -128,8 +173,8 @@ fn server_cwd(cfg: &Config, values: &Values) -> Option<PathBuf> {
 
 /// Starts the guardian (which starts the server) and the monitor that reads its reports and the
 /// server's output.
-fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
-    let io = |context| Error::io(&p.program, context);
+fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
+    let io = |context| Error::io(&lasting.program, context);
     let (out_r, out_w) = sys::pipe().map_err(io("creating a pipe"))?;
     let (err_r, err_w) = sys::pipe().map_err(io("creating a pipe"))?;
     let launched = guardian::launch(&p.plan, out_w, err_w).map_err(io("starting the guardian"))?;
@@ -159,7 +204,7 @@ fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
     };
     Ok(Running {
         cwd: p.cwd,
-        program: p.program,
+        program: lasting.program,
         command: p.command,
         pid: 0,
         guardian_pid: 0,
@@ -168,10 +213,10 @@ fn launch(cfg: &Config, p: Prepared) -> Result<Running, Error> {
         ctl: Some(writer),
         monitor,
         grace: cfg.grace,
-        reservation: p.reservation,
-        named: p.named,
-        values: p.values,
-        dir: p.dir,
+        reservation: lasting.reservation,
+        named: lasting.named,
+        values: lasting.values,
+        dir: lasting.dir,
         allow_early_exit: cfg.allow_early_exit,
         cursor: Arc::new(Mutex::new((0, 0))),
         pause: Mutex::default(),

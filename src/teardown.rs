@@ -37,9 +37,21 @@ pub(crate) fn stop(run: &mut Running) -> Result<StopReport, Error> {
     }
 }
 
+/// The stop before a restart: the same sequence, but the fixture's directory stays, with its
+/// files, for the next server. A server that had exited on its own is no error here: the
+/// report says so, and the restart starts it again.
+pub(crate) fn stop_for_restart(run: &mut Running) -> Result<StopReport, Error> {
+    finish_keeping(run, true)
+}
+
 /// Sends STOP, waits for the report, then (bounded) for the guardian to be gone, and stops the
 /// monitor. Idempotent: a second call finds the control socket gone and reports nothing more.
 pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
+    finish_keeping(run, false)
+}
+
+/// [`finish`]; with `keep_dir`, the guardian leaves the fixture's directory in place.
+fn finish_keeping(run: &mut Running, keep_dir: bool) -> Result<StopReport, Error> {
     let started = Instant::now();
     let Some(ctl) = run.ctl.take() else {
         return Err(incomplete(
@@ -51,7 +63,7 @@ pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
         ));
     };
     // No directory left to remove here: kept for a look (a failed spawn), or never made.
-    send_stop(&ctl, run.dir.is_none());
+    send_stop(&ctl, keep_dir || run.dir.is_none());
     let bound = guardian::stop_bound(run.grace);
     let outcome = run.monitor.wait_for(Deadline::from(started, bound), |s| {
         let died = s.guardian_died.map(Err);
@@ -71,7 +83,9 @@ pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
         Origin::Zygote => None,
     };
     run.monitor.shutdown();
-    drop(run.dir.take()); // the guardian removed it; this only makes sure
+    if !keep_dir {
+        drop(run.dir.take()); // the guardian removed it; this only makes sure
+    }
     match outcome {
         Some(Some(Ok(stopped))) => confirmed(run, &stopped, elapsed),
         Some(Some(Err(status))) => Err(guardian_died(run, Some(status))),

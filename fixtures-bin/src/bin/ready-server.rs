@@ -5,8 +5,10 @@
 //! ready-server [--delay-ms N] [--listen ADDR]... [--listen-any-port] [--http-status CODE]
 //!              [--unix PATH] [--file PATH] [--notify] [--say LINE] [--stream stdout|stderr]
 //!              [--later LINE --later-ms N] [--exit-after-ms N] [--exit-code N] [--exit-signal N]
-//!              [--http-silent] [--log-requests]
+//!              [--http-silent] [--log-requests] [--once PATH]
 //! ```
+//! With `--once PATH` it starts only once: if PATH exists it prints `already ran` on stderr and
+//! exits 4, else it creates PATH and goes on (a server that does not come back after a restart).
 //! It prints `starting` on stdout at once, and with `--notify` sends `STATUS=warming up` to
 //! `NOTIFY_SOCKET`. After `--delay-ms` (default 0) it does, in this order:
 //! - `--listen ADDR` (repeatable, e.g. `127.0.0.1:8080`, `[::1]:8080`): binds and listens, and
@@ -51,6 +53,7 @@ struct Opts {
     exit_signal: Option<i32>,
     silent: bool,
     log_requests: bool,
+    once: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -91,6 +94,7 @@ fn parse_args() -> Opts {
             "--later-ms" => o.later_after = ms(value()),
             "--exit-after-ms" => o.exit_after = Some(ms(value())),
             "--exit-code" => o.exit_code = value().parse().unwrap_or_else(|_| usage("bad code")),
+            "--once" => o.once = Some(value()),
             "--exit-signal" => {
                 o.exit_signal = Some(value().parse().unwrap_or_else(|_| usage("bad signal")))
             }
@@ -187,6 +191,13 @@ fn main() {
         silent: o.silent,
         log_requests: o.log_requests,
     };
+    if let Some(path) = &o.once {
+        if std::path::Path::new(path).exists() {
+            eprintln!("already ran");
+            std::process::exit(4);
+        }
+        std::fs::write(path, "").unwrap_or_else(|e| usage(&format!("--once {path}: {e}")));
+    }
     say(false, "starting");
     if o.notify {
         notify("STATUS=warming up");
