@@ -346,6 +346,41 @@ impl Builder {
         self
     }
 
+    /// Socket activation, as systemd does it: the fixture itself listens on `127.0.0.1` on its
+    /// port and on each named port before the server starts, and passes the sockets to the
+    /// server as fds 3, 4, … (the fixture's port first, then the named ports sorted by name),
+    /// with `LISTEN_FDS`, `LISTEN_PID` (the server's own pid) and `LISTEN_FDNAMES` (`port`,
+    /// then the names) set, as `sd_listen_fds(3)` and the `listenfd` crate expect. `{fd}` and
+    /// `{fd:NAME}` give the numbers, for `gunicorn --bind fd://{fd}` or `uvicorn --fd {fd}`.
+    ///
+    /// There is no window in which another process could take a port: it is bound before the
+    /// server exists. The fixture keeps its sockets open for its whole life, so a client that
+    /// connects before the server accepts waits in the backlog, also across a
+    /// [`restart`](ProcessFixture::restart): no connection is refused. No other fd of the
+    /// fixture reaches the server. At most 8 ports.
+    ///
+    /// Readiness: since the sockets listen from the start, [`Ready::tcp`] holds as soon as the
+    /// server process exists; ask the application instead ([`Ready::http`], a log line,
+    /// [`Ready::sd_notify`]).
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// # if !cfg!(target_os = "linux") { return Ok(()); }
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", r#"[ "$LISTEN_PID" = $$ ] && [ -S /proc/$$/fd/{fd} ] &&
+    ///                     echo "got $LISTEN_FDS socket named $LISTEN_FDNAMES"; exec sleep 60"#])
+    ///     .socket_activation()
+    ///     .ready(Ready::stdout("^got "))
+    ///     .spawn()?;
+    /// assert_eq!(srv.stdout(), "got 1 socket named port\n");
+    /// std::net::TcpStream::connect(("127.0.0.1", srv.port()))?; // queued in the backlog
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn socket_activation(&mut self) -> &mut Self {
+        self.cfg.socket_activation = true;
+        self
+    }
+
     /// Lets the server exit on its own before the stop without failing the test. By default a
     /// server that was killed by a signal or exited with a non-zero status before the stop
     /// makes `Drop` panic with its output (unless the thread is already panicking) and

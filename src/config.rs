@@ -48,6 +48,9 @@ pub(crate) struct Config {
     /// Whether the server may exit on its own before the stop
     /// ([`Builder::allow_early_exit`](crate::Builder::allow_early_exit)).
     pub(crate) allow_early_exit: bool,
+    /// The fixture listens on its ports itself and passes the sockets to the server
+    /// ([`Builder::socket_activation`](crate::Builder::socket_activation)).
+    pub(crate) socket_activation: bool,
 }
 
 impl Config {
@@ -72,6 +75,7 @@ impl Config {
             user: None,
             echo: None,
             allow_early_exit: false,
+            socket_activation: false,
         }
     }
 
@@ -110,7 +114,8 @@ impl Config {
         args.chain(env).chain(files).chain(dir)
     }
 
-    /// The NAMEs of every `{port:NAME}`.
+    /// The NAMEs of every `{port:NAME}` and `{fd:NAME}`, sorted (the order of the sockets passed
+    /// with socket activation, after the fixture's own port).
     pub(crate) fn port_names(&self) -> BTreeSet<String> {
         self.texts().flat_map(named_ports).collect()
     }
@@ -127,8 +132,12 @@ impl Config {
                 .any(|p| mentions(p.as_os_str().as_bytes()))
     }
 
-    /// Whether `{port}` appears anywhere the server could read it.
+    /// Whether the server can know its port: `{port}` or `{fd}` appears anywhere it could read
+    /// it, or it gets its socket by socket activation.
     pub(crate) fn mentions_port(&self) -> bool {
-        self.texts().any(|t| find(t, b"{port}").is_some())
+        self.socket_activation
+            || self
+                .texts()
+                .any(|t| find(t, b"{port}").is_some() || find(t, b"{fd}").is_some())
     }
 }

@@ -1,5 +1,6 @@
-//! The placeholders: `{port}`, `{port:NAME}` and `{dir}`, found in the configuration before the
-//! spawn (which ports and whether a directory are needed) and filled in once their values exist.
+//! The placeholders: `{port}`, `{port:NAME}`, `{dir}`, and with socket activation `{fd}` and
+//! `{fd:NAME}`, found in the configuration before the spawn (which ports and whether a
+//! directory are needed) and filled in once their values exist.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -14,11 +15,14 @@ pub(crate) struct Values {
     pub dir: Option<PathBuf>,
     /// `NOTIFY_SOCKET` for `Ready::sd_notify()`.
     pub notify: Option<OsString>,
+    /// Socket activation: the fds the server gets its listening sockets on, `""` for the
+    /// fixture's port, else the port's NAME.
+    pub fds: BTreeMap<String, i32>,
 }
 
 impl Values {
-    /// `text` with every `{port}`, `{port:NAME}` and `{dir}` replaced. A `{port:NAME}` or `{dir}`
-    /// without a value (never the case once spawn prepared the values) is left as it is.
+    /// `text` with every `{port}`, `{port:NAME}`, `{dir}`, `{fd}` and `{fd:NAME}` replaced. One
+    /// without a value (`{fd}` without socket activation) is left as it is.
     pub(crate) fn substitute(&self, text: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(text.len());
         let mut rest = text;
@@ -46,7 +50,12 @@ impl Values {
         match key {
             b"port" => Some(self.port.to_string().into_bytes()),
             b"dir" => self.dir.as_ref().map(|d| d.as_os_str().as_bytes().to_vec()),
+            b"fd" => self.fds.get("").map(|fd| fd.to_string().into_bytes()),
             _ => {
+                if let Some(name) = key.strip_prefix(b"fd:") {
+                    let name = std::str::from_utf8(name).ok()?;
+                    return self.fds.get(name).map(|fd| fd.to_string().into_bytes());
+                }
                 let name = std::str::from_utf8(key.strip_prefix(b"port:")?).ok()?;
                 self.named.get(name).map(|p| p.to_string().into_bytes())
             }
@@ -54,12 +63,19 @@ impl Values {
     }
 }
 
-/// The NAMEs of the `{port:NAME}` placeholders in `text` (NAME: letters, digits, `_`, `-`).
+/// The NAMEs of the `{port:NAME}` and `{fd:NAME}` placeholders in `text` (NAME: letters,
+/// digits, `_`, `-`).
 pub(crate) fn named_ports(text: &[u8]) -> Vec<String> {
+    let mut names = names_after(text, b"{port:");
+    names.extend(names_after(text, b"{fd:"));
+    names
+}
+
+fn names_after(text: &[u8], prefix: &[u8]) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = text;
-    while let Some(i) = find(rest, b"{port:") {
-        rest = &rest[i + 6..];
+    while let Some(i) = find(rest, prefix) {
+        rest = &rest[i + prefix.len()..];
         let end = rest
             .iter()
             .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
@@ -84,6 +100,7 @@ impl Values {
             named: [("admin".to_owned(), 9090)].into(),
             dir: Some("/tmp/fx".into()),
             notify: None,
+            fds: [(String::new(), 3), ("admin".to_owned(), 4)].into(),
         }
     }
 }

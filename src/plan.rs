@@ -65,7 +65,12 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     let path = c_string(cfg, path.as_os_str().as_bytes(), || {
         "the program path".into()
     })?;
+    let listen_pid_slot = (!values.fds.is_empty())
+        .then(|| envp.iter().position(|kv| kv.as_bytes() == b"LISTEN_PID="))
+        .flatten();
     let mut plan = Plan::new(path, argv, envp, signal, cfg.grace);
+    plan.listen_pid_slot = listen_pid_slot;
+    plan.listeners = values.fds.len() as u32;
     plan.cwd = cwd;
     plan.subreaper = cfg.containment != Some(Containment::ProcessGroup);
     plan.pidfd = !crate::force::forced("no-pidfd");
@@ -122,7 +127,11 @@ pub(crate) fn owner(cfg: &Config, user: Option<&User>) -> Option<(u32, u32)> {
 
 /// Whether the guardian watches `listen()` calls, and at what price (see `listen_events`).
 fn listen_choice(cfg: &Config) -> ListenEvents {
-    if crate::force::forced("no-seccomp") || cfg.listen_events == Some(false) || !sys::LISTEN_EVENTS
+    // With socket activation the server never calls listen(): its sockets listen already.
+    if crate::force::forced("no-seccomp")
+        || cfg.listen_events == Some(false)
+        || cfg.socket_activation
+        || !sys::LISTEN_EVENTS
     {
         return ListenEvents::Off;
     }
@@ -166,8 +175,32 @@ fn environment(cfg: &Config, values: &Values, user: Option<&User>) -> BTreeMap<O
     if let Some(notify) = &values.notify {
         env.insert("NOTIFY_SOCKET".into(), notify.clone());
     }
+    if !values.fds.is_empty() {
+        // The systemd protocol (sd_listen_fds(3)): LISTEN_PID is the server's own pid, written
+        // into this entry in the server's child between fork and exec.
+        let mut by_fd: Vec<(&i32, &String)> = values.fds.iter().map(|(n, fd)| (fd, n)).collect();
+        by_fd.sort();
+        let names: Vec<&str> = by_fd
+            .iter()
+            .map(|(_, n)| if n.is_empty() { "port" } else { n.as_str() })
+            .collect();
+        // A variable the test set or removed itself stays as it said: a server that takes its
+        // socket from an argument (`--bind fd://{fd}`) and would pick up LISTEN_FDS too.
+        for (key, value) in [
+            ("LISTEN_FDS", OsString::from(by_fd.len().to_string())),
+            ("LISTEN_FDNAMES", OsString::from(names.join(":"))),
+            (LISTEN_PID, OsString::new()),
+        ] {
+            if !cfg.env.contains_key(OsStr::new(key)) {
+                env.insert(key.into(), value);
+            }
+        }
+    }
     env
 }
+
+/// The variable the server's child fills in with its own pid.
+const LISTEN_PID: &str = "LISTEN_PID";
 
 /// `bytes` as a C string, or [`Error::NulByte`] naming `what`.
 fn c_string(cfg: &Config, bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString, Error> {

@@ -39,6 +39,9 @@ pub(crate) struct Running {
     /// The server's working directory, for relative probe paths.
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) dir: Option<tempfile::TempDir>,
+    /// Socket activation: the listening sockets, kept for the fixture's whole life (restarts
+    /// included: a client that connects meanwhile waits in the backlog).
+    pub(crate) listeners: Vec<OwnedFd>,
     /// Whether the server may exit on its own before the stop without an error.
     pub(crate) allow_early_exit: bool,
     /// `wait_for_output`: where its search goes on (stdout, stderr offsets).

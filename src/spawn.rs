@@ -3,8 +3,9 @@
 //! launch the guardian and the output monitor, wait for the spawn report and for readiness; on
 //! any failure, tear down what was started and say why.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,9 @@ struct Lasting {
     named: Vec<(String, Reservation)>,
     dir: Option<tempfile::TempDir>,
     values: Values,
+    /// Socket activation: the listening sockets, the fixture's port first, then the named
+    /// ones in the order of their names. Kept open for the fixture's whole life.
+    listeners: Vec<OwnedFd>,
 }
 
 /// What one start of the server needs, made from the configuration and the lasting values.
@@ -92,6 +96,7 @@ impl Lasting {
             named: old.named,
             dir: old.dir,
             values: old.values,
+            listeners: old.listeners,
         }
     }
 }
@@ -112,11 +117,16 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
         true => Some(dir::make(&program)?),
         false => None,
     };
+    let (listeners, fds) = match cfg.socket_activation {
+        true => listen_on(&program, &reservation, &named)?,
+        false => Default::default(),
+    };
     let values = Values {
         port: reservation.port(),
         named: named.iter().map(|(n, r)| (n.clone(), r.port())).collect(),
         dir: dir.as_ref().map(|d| d.path().to_owned()),
         notify: None,
+        fds,
     };
     if let Some(dir) = &dir {
         dir::write_files(cfg, dir.path(), &values)?;
@@ -128,7 +138,40 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
         named,
         dir,
         values,
+        listeners,
     })
+}
+
+/// Socket activation: listens on 127.0.0.1 on the fixture's port and each named one, before
+/// the server exists, so no other process can take them. Returns the sockets, the fixture's
+/// port first, and the fd each will be in the server (3, 4, …).
+fn listen_on(
+    program: &str,
+    reservation: &Reservation,
+    named: &[(String, Reservation)],
+) -> Result<(Vec<OwnedFd>, BTreeMap<String, i32>), Error> {
+    let ports = std::iter::once((String::new(), reservation.port()))
+        .chain(named.iter().map(|(n, r)| (n.clone(), r.port())));
+    let mut listeners = Vec::new();
+    let mut fds = BTreeMap::new();
+    for (i, (name, port)) in ports.enumerate() {
+        if i == guardian::MAX_LISTENERS {
+            return Err(Error::Unsupported {
+                program: program.to_owned(),
+                what: "socket activation of more than 8 ports",
+            });
+        }
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).map_err(
+            |source| Error::PortUnavailable {
+                program: program.to_owned(),
+                port,
+                source,
+            },
+        )?;
+        listeners.push(OwnedFd::from(listener));
+        fds.insert(name, 3 + i as i32);
+    }
+    Ok((listeners, fds))
 }
 
 /// Plans one start of the server with every placeholder filled in: its line watches, a fresh
@@ -177,7 +220,9 @@ fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
     let io = |context| Error::io(&lasting.program, context);
     let (out_r, out_w) = sys::pipe().map_err(io("creating a pipe"))?;
     let (err_r, err_w) = sys::pipe().map_err(io("creating a pipe"))?;
-    let launched = guardian::launch(&p.plan, out_w, err_w).map_err(io("starting the guardian"))?;
+    let listeners: Vec<RawFd> = lasting.listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    let launched =
+        guardian::launch(&p.plan, out_w, err_w, &listeners).map_err(io("starting the guardian"))?;
     let writer = launched
         .ctl
         .try_clone()
@@ -217,6 +262,7 @@ fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
         named: lasting.named,
         values: lasting.values,
         dir: lasting.dir,
+        listeners: lasting.listeners,
         allow_early_exit: cfg.allow_early_exit,
         cursor: Arc::new(Mutex::new((0, 0))),
         pause: Mutex::default(),

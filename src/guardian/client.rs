@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::main_loop::Ends;
+use super::main_loop::{listener_array, Ends, MAX_LISTENERS};
 use super::protocol::{Msg, Plan, PROTOCOL_VERSION};
 use super::zygote::{HOOK, ZYGOTE_ARGV0, ZYGOTE_ENV};
 use crate::deadline::Deadline;
@@ -52,8 +52,20 @@ pub(crate) struct Launched {
     pub origin: Origin,
 }
 
-/// Starts a guardian for `plan`, handing it the write ends of the server's output pipes.
-pub(crate) fn launch(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
+/// Starts a guardian for `plan`, handing it the write ends of the server's output pipes and,
+/// for socket activation, the listening sockets (the test side keeps its own copies).
+pub(crate) fn launch(
+    plan: &Plan,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    listeners: &[RawFd],
+) -> io::Result<Launched> {
+    let listeners = listener_array(listeners).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("socket activation passes at most {MAX_LISTENERS} sockets"),
+        )
+    })?;
     std::hint::black_box(&HOOK); // keeps the zygote's constructor hook in every test binary
     static AT_EXIT: std::sync::Once = std::sync::Once::new();
     // A plain function, registered once; see `at_exit`.
@@ -63,7 +75,7 @@ pub(crate) fn launch(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Resul
     reap_pending();
     let mut launched = None;
     if !crate::force::forced("no-zygote") {
-        if let Some(ctl) = via_zygote(plan, &stdout, &stderr)? {
+        if let Some(ctl) = via_zygote(plan, &stdout, &stderr, &listeners)? {
             launched = Some(Launched {
                 ctl,
                 origin: Origin::Zygote,
@@ -72,7 +84,7 @@ pub(crate) fn launch(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Resul
     }
     let launched = match launched {
         Some(launched) => launched,
-        None => forked(plan, stdout, stderr)?,
+        None => forked(plan, stdout, stderr, listeners)?,
     };
     register(&launched, super::stop::stop_bound(plan.grace));
     Ok(launched)
@@ -205,9 +217,15 @@ fn zygote_state() -> MutexGuard<'static, State> {
 }
 
 /// `Ok(None)`: no zygote can be had, fork instead.
-fn via_zygote(plan: &Plan, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+fn via_zygote(
+    plan: &Plan,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    listeners: &[RawFd; MAX_LISTENERS],
+) -> io::Result<Option<OwnedFd>> {
     let (ours, theirs) = sys::socketpair(false)?;
-    let fds = [theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let mut fds = vec![theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+    fds.extend(listeners.iter().filter(|&&fd| fd >= 0));
     if !send_fork(&fds, plan.dir.as_ref().map_or(&[], |d| d.as_bytes())) {
         return Ok(None);
     }
@@ -361,7 +379,12 @@ fn write_plan(ctl: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 
 /// The fallback: fork the guardian from the test process, as the first generation did. The
 /// child makes only async-signal-safe calls : the plan is already in its memory.
-fn forked(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched> {
+fn forked(
+    plan: &Plan,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    listeners: [RawFd; MAX_LISTENERS],
+) -> io::Result<Launched> {
     let (ours, theirs) = sys::socketpair(false)?;
     let dev_null = sys::dev_null()?;
     let test_pid = sys::getpid();
@@ -371,6 +394,7 @@ fn forked(plan: &Plan, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Launched>
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
         test_watch: -1,
+        listeners,
     };
     let gate = fork_gate();
     // SAFETY: the child runs only `forked_child`, which never returns and allocates nothing.

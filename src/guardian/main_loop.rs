@@ -17,6 +17,9 @@ use crate::sys::{self, ChildEvents, Pid};
 /// the leader exited: orphaned members are not its children).
 const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
 
+/// The most listening sockets a fixture passes to its server (socket activation).
+pub(crate) const MAX_LISTENERS: usize = 8;
+
 /// The fds a guardian keeps (all others are closed right after its fork).
 #[derive(Clone, Copy)]
 pub(crate) struct Ends {
@@ -27,6 +30,27 @@ pub(crate) struct Ends {
     pub stderr: RawFd,
     /// Readable when the test process exits (pidfd / kqueue), or -1.
     pub test_watch: RawFd,
+    /// Socket activation: the listening sockets, in the order the server gets them (fds 3,
+    /// 4, …), -1 past the last. The guardian keeps them open for the fixture's whole life.
+    pub listeners: [RawFd; MAX_LISTENERS],
+}
+
+impl Ends {
+    /// The listening sockets, as many as there are.
+    pub(crate) fn listeners(&self) -> &[RawFd] {
+        let n = self.listeners.iter().take_while(|&&fd| fd >= 0).count();
+        &self.listeners[..n]
+    }
+}
+
+/// `fds` as the fixed array of [`Ends::listeners`]; `None` if there are too many.
+pub(crate) fn listener_array(fds: &[RawFd]) -> Option<[RawFd; MAX_LISTENERS]> {
+    let mut array = [-1; MAX_LISTENERS];
+    if fds.len() > MAX_LISTENERS {
+        return None;
+    }
+    array[..fds.len()].copy_from_slice(fds);
+    Some(array)
 }
 
 /// The guardian's state while the server runs.
@@ -123,7 +147,9 @@ pub(super) fn setup(ends: &Ends, dev_null: Option<RawFd>, test_pid: Pid, test_pg
     sys::new_process_group();
     sys::protect(test_pid, test_pgrp);
     sys::set_name(c"pf-guardian");
-    let own = [ends.ctl, ends.stdout, ends.stderr, ends.test_watch];
+    let mut own = [-1; 4 + MAX_LISTENERS];
+    own[..4].copy_from_slice(&[ends.ctl, ends.stdout, ends.stderr, ends.test_watch]);
+    own[4..].copy_from_slice(&ends.listeners);
     if let Some(null) = dev_null {
         for fd in 0..=2 {
             sys::dup2(null, fd);

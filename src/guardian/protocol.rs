@@ -345,6 +345,10 @@ pub(crate) struct Plan {
     /// The fixture's temporary directory: removed by the guardian once the server is gone
     /// (unless STOP says keep it), or by the zygote when the guardian was killed.
     pub dir: Option<CString>,
+    /// Socket activation: how many listening sockets the server gets (as fds 3, 4, …), and the
+    /// index in `envp` of the `LISTEN_PID=` entry its child fills in with its own pid.
+    pub listeners: u32,
+    pub listen_pid_slot: Option<usize>,
     argv: Vec<CString>,
     envp: Vec<CString>,
     /// Null-terminated pointer arrays into `argv`/`envp`, built once, before any fork.
@@ -377,6 +381,8 @@ impl Plan {
             gid: None,
             groups: None,
             dir: None,
+            listeners: 0,
+            listen_pid_slot: None,
             argv,
             envp,
             argv_ptrs: Vec::new(),
@@ -393,6 +399,11 @@ impl Plan {
 
     pub(crate) fn envp_ptrs(&self) -> *const *const libc::c_char {
         self.envp_ptrs.as_ptr()
+    }
+
+    /// The environment's pointers (the terminating null included), to copy.
+    pub(crate) fn envp_slice(&self) -> &[*const libc::c_char] {
+        &self.envp_ptrs
     }
 
     /// The plan as bytes: a u32 length, then the fields.
@@ -419,6 +430,8 @@ impl Plan {
             w.u32(g);
         }
         w.opt_bytes(self.dir.as_ref().map(|c| c.as_bytes()));
+        w.u32(self.listeners);
+        w.opt_u32(self.listen_pid_slot.map(|i| i as u32));
         for list in [&self.argv, &self.envp] {
             w.u32(list.len() as u32);
             for s in list {
@@ -456,6 +469,8 @@ impl Plan {
             n => Some((0..n).map(|_| r.u32()).collect::<Option<Vec<_>>>()?),
         };
         let dir = r.opt_cstring()?;
+        let listeners = r.u32()?;
+        let listen_pid_slot = r.opt_u32()?.map(|i| i as usize);
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
             let n = r.u32()?;
@@ -466,6 +481,8 @@ impl Plan {
         let [argv, envp] = lists;
         let mut plan = Plan::new(path, argv, envp, stop_signal, grace);
         plan.cwd = cwd;
+        plan.listeners = listeners;
+        plan.listen_pid_slot = listen_pid_slot.filter(|&i| i < plan.envp.len());
         plan.subreaper = features & 1 != 0;
         plan.pidfd = features & 2 != 0;
         plan.listen = listen;

@@ -86,7 +86,8 @@ fn receive_notify_fd(sock: RawFd) -> Option<ListenWatch> {
 }
 
 /// The server child: new group, stdio, clean signals, the listen filter, user, directory,
-/// death with the guardian, exec. Returns only on failure, with the exit code.
+/// death with the guardian, the listening sockets of socket activation, exec. Returns only on
+/// failure, with the exit code.
 fn exec_server(
     plan: &Plan,
     ends: &Ends,
@@ -94,19 +95,11 @@ fn exec_server(
     err_w: RawFd,
     notify: Option<RawFd>,
 ) -> i32 {
-    let die = |stage: u32| -> i32 {
-        let errno = sys::errno();
-        let mut buf = [0u8; 8];
-        buf[..4].copy_from_slice(&stage.to_ne_bytes());
-        buf[4..].copy_from_slice(&errno.to_ne_bytes());
-        sys::write_all(err_w, &buf);
-        127
-    };
     sys::new_process_group();
     // fd 0 is /dev/null already (guardian setup): a background-group reader of the tty would be
     // stopped by SIGTTIN.
     if !sys::dup2(ends.stdout, 1) || !sys::dup2(ends.stderr, 2) {
-        return die(STAGE_SETUP);
+        return die(err_w, STAGE_SETUP, sys::errno());
     }
     sys::reset_signals();
     if let (Some(sock), ListenEvents::On { no_new_privs }) = (notify, plan.listen) {
@@ -118,11 +111,11 @@ fn exec_server(
         sys::close(sock);
     }
     if !sys::set_credentials(plan.uid, plan.gid, plan.groups.as_deref()) {
-        return die(STAGE_CREDENTIALS);
+        return die(err_w, STAGE_CREDENTIALS, sys::errno());
     }
     if let Some(cwd) = &plan.cwd {
         if !sys::chdir(cwd) {
-            return die(STAGE_CHDIR);
+            return die(err_w, STAGE_CHDIR, sys::errno());
         }
     }
     // After the credentials change, which clears it: if the guardian is SIGKILLed, the leader
@@ -131,10 +124,68 @@ fn exec_server(
     if sys::getppid() != guardian {
         return 127;
     }
+    let listeners = &ends.listeners()[..(plan.listeners as usize).min(ends.listeners().len())];
+    let err_w = match place_listeners(listeners, err_w) {
+        Ok(moved) => moved,
+        Err(errno) => return die(err_w, STAGE_SETUP, errno),
+    };
     // Anything inherited by mistake goes at exec (the error pipe stays open until then).
-    sys::cloexec_from_3();
-    // SAFETY: the plan's argv and envp are NULL-terminated arrays of pointers into CStrings
-    // it owns, alive until exec: the guardian that holds the plan is suspended until then.
-    unsafe { sys::execve(&plan.path, plan.argv_ptrs(), plan.envp_ptrs()) };
-    die(STAGE_EXEC)
+    sys::cloexec_from(3 + listeners.len() as RawFd);
+    let mut env = [std::ptr::null::<libc::c_char>(); ENV_MAX];
+    let mut listen_pid = sys::StackPath::new();
+    let envp = match plan.listen_pid_slot {
+        None => plan.envp_ptrs(),
+        Some(slot) => {
+            let given = plan.envp_slice();
+            if given.len() > env.len() {
+                return die(err_w, STAGE_SETUP, libc::E2BIG);
+            }
+            env[..given.len()].copy_from_slice(given);
+            listen_pid.push(b"LISTEN_PID=").push_pid(sys::getpid());
+            env[slot] = listen_pid.as_cstr().as_ptr();
+            env.as_ptr()
+        }
+    };
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to C strings, alive until
+    // exec: the plan's (the guardian that holds it is suspended until then), or a copy of its
+    // environment on this stack with one entry pointing to `listen_pid`, also on this stack.
+    unsafe { sys::execve(&plan.path, plan.argv_ptrs(), envp) };
+    die(err_w, STAGE_EXEC, sys::errno())
+}
+
+/// The most environment entries a socket-activated server's child can copy to fill in
+/// `LISTEN_PID` (its stack holds the copy).
+const ENV_MAX: usize = 1024;
+
+/// Reports the failed `stage` and `errno` through the exec-status pipe; the child's exit code.
+fn die(err_w: RawFd, stage: u32, errno: i32) -> i32 {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&stage.to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    sys::write_all(err_w, &buf);
+    127
+}
+
+/// Socket activation: puts `listeners` at fds 3, 4, … (without close-on-exec), first moving
+/// them and the exec-status pipe `err_w` above that range, so that no `dup2` overwrites one
+/// still needed. Returns where `err_w` is now, or the errno.
+fn place_listeners(listeners: &[RawFd], err_w: RawFd) -> Result<RawFd, i32> {
+    if listeners.is_empty() {
+        return Ok(err_w);
+    }
+    let above = 3 + listeners.len() as RawFd;
+    let moved_err = sys::dup_above(err_w, above);
+    let mut moved = [-1; super::main_loop::MAX_LISTENERS];
+    for (slot, &fd) in moved.iter_mut().zip(listeners) {
+        *slot = sys::dup_above(fd, above);
+    }
+    if moved_err < 0 || moved[..listeners.len()].iter().any(|&fd| fd < 0) {
+        return Err(sys::errno());
+    }
+    for (i, &fd) in moved[..listeners.len()].iter().enumerate() {
+        if !sys::dup2(fd, 3 + i as RawFd) {
+            return Err(sys::errno());
+        }
+    }
+    Ok(moved_err)
 }

@@ -19,7 +19,7 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
-use super::main_loop::{report, Ends};
+use super::main_loop::{report, Ends, MAX_LISTENERS};
 use super::protocol::{Msg, Plan, PROTOCOL_VERSION, STAGE_FORK};
 use crate::sys::{self, ChildEvents, Pid, Target};
 
@@ -29,6 +29,9 @@ pub(crate) const ZYGOTE_ENV: &CStr = c"PROCESS_FIXTURE_ZYGOTE";
 pub(crate) const ZYGOTE_ARGV0: &str = "process-fixture-guardian";
 /// Exit status of a zygote of another build (the executable was replaced since).
 const EXIT_VERSION: i32 = 71;
+// A FORK's fds, and one more to tell a request with too many, fit in one message.
+const _: () = assert!(3 + MAX_LISTENERS < sys::MAX_FDS);
+
 /// The longest fixture directory path a `FORK` carries.
 const DIR_MAX: usize = 4096;
 /// The largest plan a guardian accepts (argv and environment of the server).
@@ -151,11 +154,12 @@ impl Zygote {
         }
     }
 
-    /// One request from the test side: `FORK` with the guardian's control socket and the
-    /// server's stdout and stderr write ends, followed by the fixture's directory (may be empty).
+    /// One request from the test side: `FORK` with the guardian's control socket, the server's
+    /// stdout and stderr write ends and its listening sockets (socket activation), followed by
+    /// the fixture's directory (may be empty).
     fn receive(&mut self) {
         let mut buf = [0u8; Msg::SIZE + DIR_MAX];
-        let mut fds = [-1; 4];
+        let mut fds = [-1; 3 + MAX_LISTENERS + 1];
         let n = sys::recv_with_fds(self.sock, &mut buf, &mut fds);
         if n == 0 || (n < 0 && sys::errno() != libc::EAGAIN && sys::errno() != libc::EINTR) {
             self.closing = true;
@@ -163,9 +167,19 @@ impl Zygote {
         let mut head = [0u8; Msg::SIZE];
         head.copy_from_slice(&buf[..Msg::SIZE]);
         let is_fork = n >= Msg::SIZE as isize && Msg::from_bytes(&head).kind == Msg::FORK;
-        if is_fork && fds[..3].iter().all(|&fd| fd >= 0) && fds[3] < 0 {
+        // One fd too many means the request is not ours: drop it.
+        if is_fork && fds[..3].iter().all(|&fd| fd >= 0) && fds[3 + MAX_LISTENERS] < 0 {
             let dir = CString::new(&buf[Msg::SIZE..n as usize]).ok();
-            if let Some(pid) = self.fork_guardian(fds[0], fds[1], fds[2]) {
+            let mut listeners = [-1; MAX_LISTENERS];
+            listeners.copy_from_slice(&fds[3..3 + MAX_LISTENERS]);
+            let ends = Ends {
+                ctl: fds[0],
+                stdout: fds[1],
+                stderr: fds[2],
+                test_watch: self.test_watch,
+                listeners,
+            };
+            if let Some(pid) = self.fork_guardian(ends) {
                 if let Some(dir) = dir.filter(|d| !d.is_empty()) {
                     self.dirs.push((pid, dir));
                 }
@@ -177,18 +191,14 @@ impl Zygote {
         }
     }
 
-    fn fork_guardian(&mut self, ctl: RawFd, stdout: RawFd, stderr: RawFd) -> Option<Pid> {
-        let ends = Ends {
-            ctl,
-            stdout,
-            stderr,
-            test_watch: self.test_watch,
-        };
+    /// Forks the guardian with `ends`, then closes the zygote's copies of them but the control
+    /// socket, which it keeps to report the guardian's death.
+    fn fork_guardian(&mut self, ends: Ends) -> Option<Pid> {
         // SAFETY: the zygote is single-threaded; the child becomes the guardian and never returns.
         let forked = match unsafe { sys::fork() } {
             Ok(0) => guardian_child(ends, self.test_pid, self.test_pgrp),
             Ok(pid) => {
-                self.guardians.push((pid, ctl));
+                self.guardians.push((pid, ends.ctl));
                 Some(pid)
             }
             Err(e) => {
@@ -196,12 +206,13 @@ impl Zygote {
                 failed.detail = STAGE_FORK;
                 failed.errno = e.raw_os_error().unwrap_or(0);
                 report(&ends, &failed);
-                sys::close(ctl);
+                sys::close(ends.ctl);
                 None
             }
         };
-        sys::close(stdout);
-        sys::close(stderr);
+        sys::close(ends.stdout);
+        sys::close(ends.stderr);
+        ends.listeners().iter().for_each(|&fd| sys::close(fd));
         forked
     }
 

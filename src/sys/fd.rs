@@ -98,8 +98,13 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 
 /// `fcntl(F_DUPFD_CLOEXEC, 3)`: a new number ≥ 3 for the same file, or -1.
 pub(crate) fn dup_above_stdio(fd: RawFd) -> RawFd {
+    dup_above(fd, 3)
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC, min)`: a new, close-on-exec number ≥ `min` for the same file, or -1.
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> RawFd {
     // SAFETY: fcntl takes no pointer here; a bad fd is an EBADF, not undefined behaviour.
-    unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) }
+    unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) }
 }
 
 /// Sets `O_NONBLOCK` on `fd`.
@@ -182,11 +187,11 @@ pub(crate) fn dup2(from: RawFd, to: RawFd) -> bool {
     retry(|| unsafe { libc::dup2(from, to) }) != -1
 }
 
-/// Closes every fd from 3 up, except those in `keep` (any order, at most 8).
+/// Closes every fd from 3 up, except those in `keep` (any order, at most 16; -1 is none).
 /// Called right after fork: a guardian must hold only its own fixture's fds, so that no other
 /// fixture's server or guardian is kept alive (or its pipe kept open) by it.
 pub(crate) fn close_all_except(keep: &[RawFd]) {
-    let mut sorted = [RawFd::MAX; 8];
+    let mut sorted = [RawFd::MAX; 16];
     for (slot, &fd) in sorted.iter_mut().zip(keep) {
         *slot = fd;
     }
@@ -224,23 +229,26 @@ fn close_range(first: RawFd, last: RawFd) {
     }
 }
 
-/// Marks every fd from 3 up close-on-exec (the server's child, just before exec: whatever it
-/// inherited by mistake goes away at exec, while the exec-status pipe stays open until then).
-/// On macOS our fds are all close-on-exec already: nothing to do.
-pub(crate) fn cloexec_from_3() {
+/// Marks every fd from `first` up close-on-exec (the server's child, just before exec: whatever
+/// it inherited by mistake goes away at exec, while the exec-status pipe stays open until then;
+/// `first` is 3, or past the sockets of socket activation). On macOS our fds are all
+/// close-on-exec already: nothing to do.
+pub(crate) fn cloexec_from(first: RawFd) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: no pointer is passed; the flag changes the fds, it closes none.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_close_range,
-                3u32,
+                first as u32,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             )
         };
         let _ = ret; // kernels before 5.11: the fds we hold are CLOEXEC already
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = first;
 }
 
 /// Waits until one of `fds` is readable (or hung up) or `timeout` passes (`None`: no limit).

@@ -6,7 +6,11 @@ use std::os::fd::RawFd;
 use super::errno;
 use super::fd::{close, NOSIGNAL};
 
-/// Sends `bytes` and the fds `fds` (SCM_RIGHTS, at most 4) over a Unix socket.
+/// The most fds one message carries: a guardian's three, and the listening sockets of socket
+/// activation.
+pub(crate) const MAX_FDS: usize = 16;
+
+/// Sends `bytes` and the fds `fds` (SCM_RIGHTS, at most [`MAX_FDS`]) over a Unix socket.
 pub(crate) fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut control = CmsgBuf::new();
     let mut iov = libc::iovec {
@@ -17,7 +21,7 @@ pub(crate) fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Res
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if fds.len() > 4 {
+    if fds.len() > MAX_FDS {
         // More would not fit in `control` (EINVAL: no allocation on the guardian's side).
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -26,9 +30,9 @@ pub(crate) fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Res
         msg.msg_control = control.0.as_mut_ptr().cast();
         // SAFETY: CMSG_SPACE is arithmetic on its argument.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(len as u32) } as _;
-        // SAFETY: `msg_control` points to `control`, 64 bytes aligned for u64 (so for
-        // cmsghdr), which is room for the header and 4 fds; CMSG_FIRSTHDR is therefore non-null
-        // and CMSG_DATA points inside it, with room for `fds.len()` ints.
+        // SAFETY: `msg_control` points to `control`, aligned for u64 (so for cmsghdr), which is
+        // room for the header and MAX_FDS fds; CMSG_FIRSTHDR is therefore non-null and
+        // CMSG_DATA points inside it, with room for `fds.len()` ints.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -51,10 +55,10 @@ pub(crate) fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Res
     Ok(())
 }
 
-/// Receives one message and up to 4 fds (close-on-exec). Returns `(bytes, fds received)`;
-/// `bytes == 0` is EOF. Unused slots of `fds` are -1.
-pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut [RawFd; 4]) -> isize {
-    *fds = [-1; 4];
+/// Receives one message and up to `fds.len()` (at most [`MAX_FDS`]) fds, close-on-exec; any
+/// more are closed. Returns the bytes received; 0 is EOF. Unused slots of `fds` are -1.
+pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut [RawFd]) -> isize {
+    fds.fill(-1);
     let mut control = CmsgBuf::new();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -113,12 +117,13 @@ const RECV_CLOEXEC: libc::c_int = libc::MSG_CMSG_CLOEXEC;
 #[cfg(not(target_os = "linux"))]
 const RECV_CLOEXEC: libc::c_int = 0;
 
-/// Room for one SCM_RIGHTS message of up to 4 fds, aligned for `cmsghdr`.
-struct CmsgBuf([u64; 8]);
+/// Room for one SCM_RIGHTS message of up to MAX_FDS fds (a 16-byte header and 64 bytes of
+/// ints, rounded up), aligned for `cmsghdr`.
+struct CmsgBuf([u64; 12]);
 
 impl CmsgBuf {
     fn new() -> CmsgBuf {
-        CmsgBuf([0; 8])
+        CmsgBuf([0; 12])
     }
 }
 

@@ -43,16 +43,16 @@ use macos as os;
 compile_error!("process-fixture supports Linux and macOS");
 
 pub(crate) use fd::{
-    cloexec_from_3, close, close_all_except, dev_null, dup2, dup_above_stdio, fd_identity, hung_up,
-    pipe, poll, poll_writable, pollfd, read, read_exact, set_nonblocking, socketpair, write_all,
-    write_once,
+    cloexec_from, close, close_all_except, dev_null, dup2, dup_above, dup_above_stdio, fd_identity,
+    hung_up, pipe, poll, poll_writable, pollfd, read, read_exact, set_nonblocking, socketpair,
+    write_all, write_once,
 };
-pub(crate) use fd_passing::{recv_with_fds, send_with_fds};
+pub(crate) use fd_passing::{recv_with_fds, send_with_fds, MAX_FDS};
 pub(crate) use locks::{
     can_create_in, flock_holder, is_regular_file, open_lock_file, try_lock_exclusive,
 };
 pub(crate) use net::{ListenCall, TcpListener};
-pub(crate) use no_alloc::{parse_pid, parse_u64};
+pub(crate) use no_alloc::{parse_pid, parse_u64, StackPath};
 pub(crate) use process::{
     at_exit, chdir, descendants, exit, getenv, getpgid, getpgrp, getpid, getppid,
     new_process_group, raise_fd_limit, yield_now, ProcStat,

@@ -1,6 +1,5 @@
 //! Numbers and paths without allocating (the guardian may not allocate).
 
-#[cfg(target_os = "linux")]
 use std::ffi::CStr;
 
 use super::Pid;
@@ -38,14 +37,13 @@ pub(crate) fn parse_hex(digits: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// A C path built on the stack (the guardian may not allocate).
-#[cfg(target_os = "linux")]
+/// A C string (a /proc path, `LISTEN_PID=<pid>`) built on the stack: the guardian, and the
+/// server's child before exec, may not allocate.
 pub(crate) struct StackPath {
     buf: [u8; 96],
     len: usize,
 }
 
-#[cfg(target_os = "linux")]
 impl StackPath {
     pub(crate) fn new() -> Self {
         StackPath {
