@@ -130,3 +130,60 @@ fn a_paused_fixture_restarts_running() {
     assert_ne!(fx.pid(), first, "a new server");
     assert!(get(local(fx.port())).contains("conn="), "that serves");
 }
+
+/// A test process SIGKILLed at any moment of a restart (during the stop of the old tree, the
+/// start of the new one, or its readiness wait) leaves nothing: every process that carries
+/// the holder's marker (servers, workers, guardians, the zygote) is gone soon after.
+#[test]
+fn a_test_process_killed_in_the_middle_of_a_restart_leaves_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for restarts in [0, 1, 3] {
+        let tag = marker("killed-mid-restart");
+        let mut holder = Command::new(support::bin("fixture-holder"))
+            .arg("--server")
+            .arg(support::server())
+            .args(["--mode", "forking-master", "--then", "restart-loop"])
+            .env(MARKER_VAR, &tag)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting fixture-holder");
+        let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+        for _ in 0..=restarts {
+            lines.next().expect("a line").expect("reading the holder");
+        }
+        let before = marked_processes(&tag).len();
+        holder.kill().expect("SIGKILL the holder");
+        holder.wait().expect("reaping the holder");
+        assert!(before >= 2, "the holder and what it started: {before}");
+        assert!(
+            support::wait_until(SOON, || marked_processes(&tag).is_empty()),
+            "after {restarts} restarts: left {:?}",
+            marked_processes(&tag)
+                .iter()
+                .map(|&p| (p, support::comm(p)))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_forking_server_restarts_without_its_old_workers() {
+    let mut fx =
+        support::fixture_server::server("forking-master", &["--workers", "2"], Ready::tcp())
+            .spawn()
+            .expect("spawn");
+    assert!(support::wait_until(SOON, || fx.processes().len() == 3));
+    let old: Vec<Proc> = fx
+        .processes()
+        .iter()
+        .filter_map(|p| Proc::read(p.pid))
+        .collect();
+    let report = fx.restart().expect("restart");
+    assert_eq!(report.processes_at_stop, Some(3), "{report}");
+    for p in &old {
+        assert!(!p.still_exists(), "{p:?} survived the restart");
+    }
+    assert!(support::wait_until(SOON, || fx.processes().len() == 3));
+}

@@ -145,7 +145,7 @@ fn gunicorn_binds_fd_and_is_served() {
     let Some(gunicorn) = found.expect("gunicorn") else {
         return;
     };
-    let fx = ProcessFixture::builder(gunicorn)
+    let mut fx = ProcessFixture::builder(gunicorn)
         .file("app.py", APP)
         .args([
             "--chdir",
@@ -153,7 +153,7 @@ fn gunicorn_binds_fd_and_is_served() {
             "--bind",
             "fd://{fd}",
             "--workers",
-            "2",
+            "4",
             "app:app",
         ])
         // gunicorn also takes LISTEN_FDS's sockets by itself: told both, it would take fd 3
@@ -163,6 +163,14 @@ fn gunicorn_binds_fd_and_is_served() {
         .ready(Ready::http("/"))
         .spawn()
         .expect("spawn");
+    let body = get(fx.port()).unwrap();
+    assert!(body.starts_with("gunicorn worker "), "{body}");
+    assert!(
+        support::wait_until(SOON, || fx.processes().len() == 5),
+        "an arbiter and 4 workers"
+    );
+    let report = fx.restart().expect("restart");
+    assert_eq!(report.processes_at_stop, Some(5), "{report}");
     let body = get(fx.port()).unwrap();
     assert!(body.starts_with("gunicorn worker "), "{body}");
     let report = fx.stop().expect("stop");

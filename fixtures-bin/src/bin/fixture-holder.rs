@@ -4,7 +4,7 @@
 //! R-numbers below are its requirements too).
 //!
 //! ```text
-//! fixture-holder --server PATH --mode MODE --then wait|pause-wait|abort|exit-static|panic|thread-exit|drop|kill-own-group
+//! fixture-holder --server PATH --mode MODE --then wait|pause-wait|restart-loop|abort|exit-static|panic|thread-exit|drop|kill-own-group
 //! ```
 //!
 //! It spawns `PATH --mode MODE --port {port}` (plus `--workers 2` for `forking-master`) with
@@ -13,7 +13,9 @@
 //! `abort`, `exit-static`, `panic` and `drop-on-go`, only once a line or EOF arrives on stdin, so
 //! that the test can look at the server's processes first):
 //! - `wait`: blocks forever (the test SIGKILLs it); `pause-wait` the same with the server paused
-//!   (`ProcessFixture::pause`) before the line is printed;
+//!   (`ProcessFixture::pause`) before the line is printed; `restart-loop` restarts the server
+//!   over and over, printing `restarted pid=<leader>` after each (the test SIGKILLs it at
+//!   some moment of a restart);
 //! - `abort`: `std::process::abort()` (no `Drop`, like `panic = "abort"`);
 //! - `exit-static`: the fixture lives in a static, which is never dropped, and `main` returns;
 //! - `panic`: panics with the fixture in a local: `Drop` runs while unwinding and prints the
@@ -47,7 +49,7 @@ use process_fixture::{ProcessFixture, Ready};
 static FIXTURE: OnceLock<Mutex<ProcessFixture>> = OnceLock::new();
 
 const USAGE: &str = "usage: fixture-holder --server PATH --mode MODE \
-                     --then wait|pause-wait|abort|exit-static|panic|thread-exit|drop|drop-on-go|kill-own-group|fork-and-wait";
+                     --then wait|pause-wait|restart-loop|abort|exit-static|panic|thread-exit|drop|drop-on-go|kill-own-group|fork-and-wait";
 
 fn usage(msg: &str) -> ! {
     eprintln!("fixture-holder: {msg}\n{USAGE}");
@@ -197,6 +199,14 @@ fn main() {
             let fx = spawn(&opts);
             announce(&fx);
             block_forever()
+        }
+        "restart-loop" => {
+            let mut fx = spawn(&opts);
+            announce(&fx);
+            loop {
+                fx.restart().expect("restarting the server");
+                say(&format!("restarted pid={}", fx.pid()));
+            }
         }
         "pause-wait" => {
             let fx = spawn(&opts);
