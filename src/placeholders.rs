@@ -100,7 +100,7 @@ impl Values {
             named: [("admin".to_owned(), 9090)].into(),
             dir: Some("/tmp/fx".into()),
             notify: None,
-            fds: [(String::new(), 3), ("admin".to_owned(), 4)].into(),
+            fds: BTreeMap::new(),
         }
     }
 }
@@ -123,6 +123,12 @@ mod tests {
         );
         assert_eq!(v.substitute(b"{por} {port:nope} {"), b"{por} {port:nope} {");
         assert_eq!(v.substitute(b"json {\"a\": {port}}"), b"json {\"a\": 8080}");
+        assert_eq!(v.substitute(b"{fd}"), b"{fd}", "no socket activation");
+        let activated = Values {
+            fds: [(String::new(), 3), ("admin".to_owned(), 4)].into(),
+            ..Values::example()
+        };
+        assert_eq!(activated.substitute(b"fd://{fd} {fd:admin}"), b"fd://3 4");
     }
 
     #[test]
@@ -132,5 +138,6 @@ mod tests {
             ["admin", "metrics-2"]
         );
         assert!(named_ports(b"{port:} {port:a b} {port}").is_empty());
+        assert_eq!(named_ports(b"--fd {fd:admin}"), ["admin"]);
     }
 }

@@ -107,8 +107,8 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
     let program = cfg.program_name();
     cfg.ready.line_watches(&program)?; // a bad pattern fails before anything is made
     let user = plan::lookup_user(cfg)?;
-    let reservation = reserve_port(cfg.port, &program)?;
-    let named = cfg
+    let mut reservation = reserve_port(cfg.port, &program)?;
+    let mut named = cfg
         .port_names()
         .into_iter()
         .map(|name| Ok((name, reserve_port(None, &program)?)))
@@ -118,7 +118,7 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
         false => None,
     };
     let (listeners, fds) = match cfg.socket_activation {
-        true => listen_on(&program, &reservation, &named)?,
+        true => listen_on(cfg, &program, &mut reservation, &mut named)?,
         false => Default::default(),
     };
     let values = Values {
@@ -143,35 +143,51 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
 }
 
 /// Socket activation: listens on 127.0.0.1 on the fixture's port and each named one, before
-/// the server exists, so no other process can take them. Returns the sockets, the fixture's
-/// port first, and the fd each will be in the server (3, 4, …).
+/// the server exists, so no other process can take them. A picked port that a process outside
+/// our locks bound since its check is picked again. Returns the sockets, the fixture's port
+/// first, and the fd each will be in the server (3, 4, …).
 fn listen_on(
+    cfg: &Config,
     program: &str,
-    reservation: &Reservation,
-    named: &[(String, Reservation)],
+    reservation: &mut Reservation,
+    named: &mut [(String, Reservation)],
 ) -> Result<(Vec<OwnedFd>, BTreeMap<String, i32>), Error> {
-    let ports = std::iter::once((String::new(), reservation.port()))
-        .chain(named.iter().map(|(n, r)| (n.clone(), r.port())));
-    let mut listeners = Vec::new();
-    let mut fds = BTreeMap::new();
-    for (i, (name, port)) in ports.enumerate() {
-        if i == guardian::MAX_LISTENERS {
-            return Err(Error::Unsupported {
-                program: program.to_owned(),
-                what: "socket activation of more than 8 ports",
-            });
-        }
-        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).map_err(
-            |source| Error::PortUnavailable {
-                program: program.to_owned(),
-                port,
-                source,
-            },
-        )?;
-        listeners.push(OwnedFd::from(listener));
-        fds.insert(name, 3 + i as i32);
+    if 1 + named.len() > guardian::MAX_LISTENERS {
+        return Err(Error::Unsupported {
+            program: program.to_owned(),
+            what: "socket activation of more than 8 ports",
+        });
+    }
+    let fixed = cfg.port.filter(|&p| p != 0).is_some();
+    let mut listeners = vec![listen(program, reservation, fixed)?];
+    let mut fds = BTreeMap::from([(String::new(), 3)]);
+    for (i, (name, r)) in named.iter_mut().enumerate() {
+        listeners.push(listen(program, r, false)?);
+        fds.insert(name.clone(), 4 + i as i32);
     }
     Ok((listeners, fds))
+}
+
+/// A listening socket on the reserved port; a picked port already bound is picked again.
+fn listen(program: &str, reservation: &mut Reservation, fixed: bool) -> Result<OwnedFd, Error> {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1.. {
+        let port = reservation.port();
+        match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
+            Ok(listener) => return Ok(OwnedFd::from(listener)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && !fixed && attempt < ATTEMPTS => {
+                *reservation = reserve_port(None, program)?;
+            }
+            Err(source) => {
+                return Err(Error::PortUnavailable {
+                    program: program.to_owned(),
+                    port,
+                    source,
+                })
+            }
+        }
+    }
+    unreachable!("the loop returns by its last attempt")
 }
 
 /// Plans one start of the server with every placeholder filled in: its line watches, a fresh
