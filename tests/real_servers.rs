@@ -48,6 +48,10 @@ mod postgres;
 #[path = "../examples/own_binary.rs"]
 mod own_binary;
 
+#[allow(dead_code)]
+#[path = "../examples/resilience.rs"]
+mod resilience;
+
 type Result = std::result::Result<(), Box<dyn std::error::Error>>;
 
 #[test]
@@ -73,4 +77,9 @@ fn postgres_answers_select_1() -> Result {
 #[test]
 fn own_binary_recipe() -> Result {
     own_binary::run()
+}
+
+#[test]
+fn gunicorn_restarts_without_refusing_and_pauses() -> Result {
+    resilience::run()
 }
