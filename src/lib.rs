@@ -53,6 +53,11 @@
 //!   failed spawn is kept for a look, and swept an hour after its test process is gone).
 //! - **Another user** ([`Builder::user`]) for servers that refuse root, and a tokio API (feature
 //!   `tokio`: `Builder::spawn_async`, `ProcessFixture::stop_async`) that never blocks the executor.
+//! - **Resilience tests**: [`ProcessFixture::restart`] (the same ports, kept reserved, and the
+//!   same directory), [`ProcessFixture::pause`] and [`ProcessFixture::resume`] (the whole tree
+//!   stopped and continued), and [`Builder::socket_activation`] (the fixture listens and passes
+//!   the sockets to the server as fds 3, 4, …, systemd style), so that a restart refuses no
+//!   connection. [`ProcessFixture::processes`] lists the tree.
 //! - **Teardown that leaves nothing**: dropping the fixture (or [`ProcessFixture::stop`]) runs the
 //!   stop sequence below. A test that panics gets the server's last 40 lines in its own captured
 //!   output.
