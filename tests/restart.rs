@@ -187,3 +187,22 @@ fn a_forking_server_restarts_without_its_old_workers() {
     }
     assert!(support::wait_until(SOON, || fx.processes().len() == 3));
 }
+
+/// `Ready::file` after a restart waits for the new server to write the file: the one the old
+/// server wrote is not taken for readiness.
+#[test]
+fn a_file_probe_after_a_restart_waits_for_the_new_file() {
+    use std::os::unix::fs::MetadataExt;
+    let mut fx = ProcessFixture::builder(ready_server())
+        .args(["--delay-ms", "300", "--file", "{dir}/ready.flag"])
+        .ready(Ready::file("{dir}/ready.flag"))
+        .ready_timeout(Duration::from_secs(30))
+        .spawn()
+        .expect("spawn");
+    let flag = fx.dir().expect("a directory").join("ready.flag");
+    let identity = |m: std::fs::Metadata| (m.ino(), m.mtime(), m.mtime_nsec());
+    let before = identity(std::fs::metadata(&flag).expect("the first server's file"));
+    fx.restart().expect("restart");
+    let after = identity(std::fs::metadata(&flag).expect("the new server's file"));
+    assert_ne!(before, after, "ready on the old server's file");
+}
