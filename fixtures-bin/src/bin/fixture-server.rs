@@ -582,8 +582,10 @@ fn other_group_worker(opts: &Opts) -> ! {
     let mut byte = [0u8; 1];
     // SAFETY: reading one byte from our end of the pipe.
     unsafe { libc::read(ready_r, byte.as_mut_ptr().cast(), 1) };
-    say(Stream::Stdout, &format!("worker pid={worker}"));
+    // Blocked before the line: a test that stops the server as soon as it reads it must find
+    // the leader blocking SIGTERM already.
     block_sigterm();
+    say(Stream::Stdout, &format!("worker pid={worker}"));
     serve(&listener)
 }
 
