@@ -621,6 +621,13 @@ impl Error {
                 status,
                 output,
             } => write!(f, "{program:?} exited on its own ({status})\n{output}"),
+            _ => self.fmt_stop(f),
+        }
+    }
+
+    /// What went wrong with a running server: a pause, a stop, or a crash before the stop.
+    fn fmt_stop(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Error::PauseFailed {
                 program,
                 resuming,
@@ -649,7 +656,7 @@ impl Error {
                 f,
                 "{program:?} had exited on its own before the stop ({status})\n{output}"
             ),
-            _ => unreachable!("every variant is written by fmt_setup or fmt_server"),
+            _ => unreachable!("every variant is written by fmt_setup, fmt_server or fmt_stop"),
         }
     }
 }

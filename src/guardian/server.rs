@@ -133,24 +133,35 @@ fn exec_server(
     sys::cloexec_from(3 + listeners.len() as RawFd);
     let mut env = [std::ptr::null::<libc::c_char>(); ENV_MAX];
     let mut listen_pid = sys::StackPath::new();
-    let envp = match plan.listen_pid_slot {
-        None => plan.envp_ptrs(),
-        Some(slot) => {
-            let given = plan.envp_slice();
-            if given.len() > env.len() {
-                return die(err_w, STAGE_SETUP, libc::E2BIG);
-            }
-            env[..given.len()].copy_from_slice(given);
-            listen_pid.push(b"LISTEN_PID=").push_pid(sys::getpid());
-            env[slot] = listen_pid.as_cstr().as_ptr();
-            env.as_ptr()
-        }
+    let Some(envp) = exec_env(plan, &mut env, &mut listen_pid) else {
+        return die(err_w, STAGE_SETUP, libc::E2BIG);
     };
     // SAFETY: argv and envp are NULL-terminated arrays of pointers to C strings, alive until
     // exec: the plan's (the guardian that holds it is suspended until then), or a copy of its
     // environment on this stack with one entry pointing to `listen_pid`, also on this stack.
     unsafe { sys::execve(&plan.path, plan.argv_ptrs(), envp) };
     die(err_w, STAGE_EXEC, sys::errno())
+}
+
+/// The environment to exec with: the plan's, or with socket activation a copy of it in `env`
+/// whose `LISTEN_PID=` entry points to `listen_pid`, filled in with this process's pid. `None`:
+/// more entries than `env` holds.
+fn exec_env(
+    plan: &Plan,
+    env: &mut [*const libc::c_char; ENV_MAX],
+    listen_pid: &mut sys::StackPath,
+) -> Option<*const *const libc::c_char> {
+    let Some(slot) = plan.listen_pid_slot else {
+        return Some(plan.envp_ptrs());
+    };
+    let given = plan.envp_slice();
+    if given.len() > env.len() {
+        return None;
+    }
+    env[..given.len()].copy_from_slice(given);
+    listen_pid.push(b"LISTEN_PID=").push_pid(sys::getpid());
+    env[slot] = listen_pid.as_cstr().as_ptr();
+    Some(env.as_ptr())
 }
 
 /// The most environment entries a socket-activated server's child can copy to fill in
