@@ -17,16 +17,6 @@ use std::time::Duration;
 
 use process_fixture::{ProcessFixture, Ready};
 
-/// The WSGI app: each answer names the worker that served it.
-const APP: &str = r#"
-import os
-
-def app(environ, start_response):
-    body = b"hello from gunicorn worker %d\n" % os.getpid()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-"#;
-
 const WORKERS: usize = 4;
 
 fn main() -> common::Result {
@@ -36,15 +26,12 @@ fn main() -> common::Result {
 /// Starts gunicorn, GETs a page from one of its workers, stops it and checks that nothing of it
 /// survived.
 pub(crate) fn run() -> common::Result {
-    let found = common::locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
-        common::find_program("gunicorn", &[])
-    })?;
-    let Some(gunicorn) = found else {
+    let Some(gunicorn) = common::gunicorn()? else {
         return Ok(());
     };
     let mut builder = ProcessFixture::builder(gunicorn);
     builder
-        .file("app.py", APP)
+        .file("app.py", common::WSGI_APP)
         .args(["--bind", "127.0.0.1:{port}", "--chdir", "{dir}"])
         .args(["--workers", &WORKERS.to_string(), "app:app"])
         // gunicorn sends READY=1 to NOTIFY_SOCKET once its arbiter listens; the fixture gives it

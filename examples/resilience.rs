@@ -18,16 +18,6 @@ use std::time::Duration;
 
 use process_fixture::{ProcessFixture, Ready};
 
-/// The WSGI app: each answer names the worker that served it.
-const APP: &str = r#"
-import os
-
-def app(environ, start_response):
-    body = b"hello from worker %d\n" % os.getpid()
-    start_response("200 OK", [("Content-Length", str(len(body)))])
-    return [body]
-"#;
-
 fn main() -> common::Result {
     run()
 }
@@ -45,14 +35,11 @@ fn get(port: u16, timeout: Duration) -> std::io::Result<String> {
 }
 
 pub(crate) fn run() -> common::Result {
-    let found = common::locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
-        common::find_program("gunicorn", &[])
-    })?;
-    let Some(gunicorn) = found else {
+    let Some(gunicorn) = common::gunicorn()? else {
         return Ok(());
     };
     let mut srv = ProcessFixture::builder(gunicorn)
-        .file("app.py", APP)
+        .file("app.py", common::WSGI_APP)
         // gunicorn takes the fixture's socket from LISTEN_FDS (fd 3) by itself.
         .args(["--chdir", "{dir}", "--workers", "4", "app:app"])
         .socket_activation()

@@ -6,12 +6,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use process_fixture::{ProcessFixture, Ready};
+use support::holder::{field, number};
 use support::Proc;
 
 fn spawn_server() -> ProcessFixture {
@@ -43,42 +44,15 @@ fn stop_returns_once_the_guardian_is_gone() {
     );
 }
 
-/// Starts `fixture-holder` holding a fixture with a temporary directory, then `then`; returns
-/// it and the line it printed once its fixture was ready.
 fn holder(then: &str) -> (Child, String) {
-    let mut child = Command::new(support::bin("fixture-holder"))
-        .arg("--server")
-        .arg(support::server())
-        .args(["--mode", "well-behaved", "--then", then])
-        .env("PF_HOLDER_TEMP_DIR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting fixture-holder");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("reading the holder's report");
-    (child, line)
-}
-
-/// The value of `name=` in the holder's line.
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-}
-
-fn pid_field(line: &str, name: &str) -> u32 {
-    field(line, name).parse().expect("a pid")
+    support::holder::start("well-behaved", then)
 }
 
 #[test]
 fn a_static_fixture_and_its_guardian_are_gone_when_the_exit_is_seen() {
     let (mut child, line) = holder("exit-static");
-    let server = Proc::read(pid_field(&line, "pid")).expect("the server runs");
-    let guardian = Proc::read(pid_field(&line, "guardian")).expect("the guardian runs");
+    let server = Proc::read(number(&line, "pid")).expect("the server runs");
+    let guardian = Proc::read(number(&line, "guardian")).expect("the guardian runs");
     let dir = PathBuf::from(field(&line, "dir"));
     assert!(dir.is_dir(), "{dir:?}");
     writeln!(child.stdin.take().unwrap(), "go").expect("go");

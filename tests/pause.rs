@@ -6,9 +6,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use process_fixture::{Error, PauseFailure, ProcessFixture, Ready};
@@ -139,25 +138,8 @@ fn a_paused_fixture_stops_like_a_running_one_and_leaves_nothing() {
 
 #[test]
 fn a_paused_fixture_whose_test_process_is_sigkilled_leaves_nothing() {
-    let mut holder = Command::new(support::bin("fixture-holder"))
-        .arg("--server")
-        .arg(support::server())
-        .args(["--mode", "forking-master", "--then", "pause-wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting fixture-holder");
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the holder's line");
-    let field = |name: &str| -> u32 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-    };
+    let (mut holder, line) = support::holder::start("forking-master", "pause-wait");
+    let field = |name| support::holder::number(&line, name);
     let (pgid, port) = (field("pgid"), field("port") as u16);
     let members = support::live_members(pgid);
     assert!(

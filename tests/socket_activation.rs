@@ -137,16 +137,18 @@ fn a_python_server_on_socket_fromfd_is_served() {
     assert_eq!(get(fx.port()).unwrap(), format!("python pid={}", fx.pid()));
 }
 
+fn assert_gunicorn_serves(port: u16) {
+    let body = get(port).expect("GET");
+    assert!(body.starts_with("hello from gunicorn worker "), "{body}");
+}
+
 #[test]
 fn gunicorn_binds_fd_and_is_served() {
-    let found = common::locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
-        common::find_program("gunicorn", &[])
-    });
-    let Some(gunicorn) = found.expect("gunicorn") else {
+    let Some(gunicorn) = common::gunicorn().expect("gunicorn") else {
         return;
     };
     let mut fx = ProcessFixture::builder(gunicorn)
-        .file("app.py", APP)
+        .file("app.py", common::WSGI_APP)
         .args([
             "--chdir",
             "{dir}",
@@ -163,45 +165,29 @@ fn gunicorn_binds_fd_and_is_served() {
         .ready(Ready::http("/"))
         .spawn()
         .expect("spawn");
-    let body = get(fx.port()).unwrap();
-    assert!(body.starts_with("gunicorn worker "), "{body}");
+    assert_gunicorn_serves(fx.port());
     assert!(
         support::wait_until(SOON, || fx.processes().len() == 5),
         "an arbiter and 4 workers"
     );
     let report = fx.restart().expect("restart");
     assert_eq!(report.processes_at_stop, Some(5), "{report}");
-    let body = get(fx.port()).unwrap();
-    assert!(body.starts_with("gunicorn worker "), "{body}");
+    assert_gunicorn_serves(fx.port());
     let report = fx.stop().expect("stop");
     assert!(!report.escalated, "{report}");
 }
 
 #[test]
 fn gunicorn_takes_listen_fds_by_itself() {
-    let found = common::locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
-        common::find_program("gunicorn", &[])
-    });
-    let Some(gunicorn) = found.expect("gunicorn") else {
+    let Some(gunicorn) = common::gunicorn().expect("gunicorn") else {
         return;
     };
     let fx = ProcessFixture::builder(gunicorn)
-        .file("app.py", APP)
+        .file("app.py", common::WSGI_APP)
         .args(["--chdir", "{dir}", "--workers", "2", "app:app"])
         .socket_activation()
         .ready(Ready::http("/"))
         .spawn()
         .expect("spawn");
-    let body = get(fx.port()).unwrap();
-    assert!(body.starts_with("gunicorn worker "), "{body}");
+    assert_gunicorn_serves(fx.port());
 }
-
-/// A WSGI app whose answer names the worker.
-const APP: &str = r#"
-import os
-
-def app(environ, start_response):
-    body = b"gunicorn worker %d" % os.getpid()
-    start_response("200 OK", [("Content-Length", str(len(body)))])
-    return [body]
-"#;

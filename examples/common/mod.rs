@@ -59,6 +59,24 @@ pub fn locate(
     }
 }
 
+/// gunicorn: the program named by `GUNICORN`, else `gunicorn` on `PATH` (see [`locate`]).
+pub fn gunicorn() -> Result<Option<PathBuf>> {
+    locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
+        find_program("gunicorn", &[])
+    })
+}
+
+/// A WSGI app for gunicorn (as `app.py`, `app:app`): each answer names the worker that served
+/// it, `hello from gunicorn worker <pid>`.
+pub const WSGI_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = b"hello from gunicorn worker %d\n" % os.getpid()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
 /// The program `name` in the directories of `PATH`, then in `more` (system directories that
 /// are often missing from a user's `PATH`, such as `/usr/sbin`).
 pub fn find_program(name: &str, more: &[&str]) -> Option<PathBuf> {

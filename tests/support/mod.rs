@@ -361,3 +361,42 @@ pub mod ready_server {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 }
+
+/// `fixture-holder`, a process that holds a fixture and then ends in a chosen way.
+pub mod holder {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+
+    /// Starts `fixture-holder` holding a fixture of `fixture-server --mode <mode>` (with a
+    /// temporary directory), then `--then <then>`; returns it and the line it printed once its
+    /// fixture was ready (`pid= pgid= port= guardian= dir=`).
+    pub fn start(mode: &str, then: &str) -> (Child, String) {
+        let mut child = Command::new(super::bin("fixture-holder"))
+            .arg("--server")
+            .arg(super::server())
+            .args(["--mode", mode, "--then", then])
+            .env("PF_HOLDER_TEMP_DIR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting fixture-holder");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("reading the holder's report");
+        (child, line)
+    }
+
+    /// The value of `name=` in the holder's line.
+    pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+    }
+
+    /// A number of the holder's line (`pid`, `pgid`, `port`, `guardian`).
+    pub fn number(line: &str, name: &str) -> u32 {
+        field(line, name).parse().expect("a number")
+    }
+}
