@@ -20,7 +20,7 @@ use crate::fixture::{ProcessFixture, Restart};
 use crate::guardian::{self, Origin, Plan, Report, Stage};
 use crate::output::{LineWatch, Monitor, Sources};
 use crate::placeholders::Values;
-use crate::plan;
+use crate::plan::{self, User};
 use crate::port::{self, Refusal, Reservation};
 use crate::ready::{self, Context, FileBefore};
 use crate::running::Running;
@@ -32,9 +32,11 @@ use crate::text;
 const SPAWN_REPORT_SLACK: Duration = Duration::from_secs(5);
 
 /// What lasts for the fixture's whole life, across restarts: its ports, its directory and the
-/// placeholders' values.
+/// placeholders' values; and what is read once per fixture: its line watches and its user.
 struct Lasting {
     program: String,
+    watches: Vec<LineWatch>,
+    user: Option<User>,
     reservation: Reservation,
     named: Vec<(String, Reservation)>,
     dir: Option<tempfile::TempDir>,
@@ -77,7 +79,8 @@ fn start(cfg: Arc<Config>, mut lasting: Lasting) -> Result<ProcessFixture, Error
         run.origin
     );
     let again = Arc::clone(&cfg);
-    let restart: Restart = Arc::new(move |old| start(Arc::clone(&again), Lasting::of(old)));
+    let restart: Restart =
+        Arc::new(move |old| start(Arc::clone(&again), Lasting::of(&again, old)?));
     wait_ready(
         &cfg,
         ProcessFixture::new(run, restart),
@@ -88,16 +91,19 @@ fn start(cfg: Arc<Config>, mut lasting: Lasting) -> Result<ProcessFixture, Error
 
 impl Lasting {
     /// What a stopped fixture leaves for its restart: the same ports, still reserved, and the
-    /// same directory with its files as the old server left them.
-    fn of(old: Running) -> Lasting {
-        Lasting {
+    /// same directory with its files as the old server left them. The watches and the user are
+    /// read from the configuration again (a running fixture does not keep them).
+    fn of(cfg: &Config, old: Running) -> Result<Lasting, Error> {
+        Ok(Lasting {
+            watches: cfg.ready.line_watches(&old.program)?,
+            user: plan::lookup_user(cfg)?,
             program: old.program,
             reservation: old.reservation,
             named: old.named,
             dir: old.dir,
             values: old.values,
             listeners: old.listeners,
-        }
+        })
     }
 }
 
@@ -105,7 +111,7 @@ impl Lasting {
 /// directory.
 fn prepare(cfg: &Config) -> Result<Lasting, Error> {
     let program = cfg.program_name();
-    cfg.ready.line_watches(&program)?; // a bad pattern fails before anything is made
+    let watches = cfg.ready.line_watches(&program)?; // a bad pattern fails before anything is made
     let user = plan::lookup_user(cfg)?;
     let mut reservation = reserve_port(cfg.port, &program)?;
     let mut named = cfg
@@ -134,6 +140,8 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
     }
     Ok(Lasting {
         program,
+        watches,
+        user,
         reservation,
         named,
         dir,
@@ -194,15 +202,13 @@ fn listen(program: &str, reservation: &mut Reservation, fixed: bool) -> Result<O
 /// sd_notify socket, the guardian's plan, and the files a file probe must not take for ready.
 fn plan_start(cfg: &Config, lasting: &mut Lasting) -> Result<Start, Error> {
     let program = &lasting.program;
-    let watches = cfg.ready.line_watches(program)?;
-    let user = plan::lookup_user(cfg)?;
     let notify = match cfg.ready.wants_notify() {
         true => Some(notify_socket().map_err(Error::io(program, "creating NOTIFY_SOCKET"))?),
         false => None,
     };
     let values = &mut lasting.values;
     values.notify = notify.as_ref().map(|(_, name)| name.clone());
-    let plan = plan::plan(cfg, values, user.as_ref())?;
+    let plan = plan::plan(cfg, values, lasting.user.as_ref())?;
     let argv = std::iter::once(cfg.program.as_bytes().to_vec())
         .chain(cfg.args.iter().map(|a| values.substitute(a.as_bytes())));
     let command = text::shorten(text::shell_words(argv), COMMAND_MAX);
@@ -214,7 +220,7 @@ fn plan_start(cfg: &Config, lasting: &mut Lasting) -> Result<Start, Error> {
         .collect();
     Ok(Start {
         command,
-        watches,
+        watches: lasting.watches.clone(),
         notify: notify.map(|(fd, _)| fd),
         plan,
         cwd,

@@ -31,6 +31,7 @@ impl Which {
 }
 
 /// A line pattern the monitor checks every complete line against, until it matches once.
+#[derive(Clone)]
 pub(crate) struct LineWatch {
     pub regex: Regex,
     pub which: Which,
