@@ -70,7 +70,6 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
         .flatten();
     let mut plan = Plan::new(path, argv, envp, signal, cfg.grace);
     plan.listen_pid_slot = listen_pid_slot;
-    plan.listeners = values.fds.len() as u32;
     plan.cwd = cwd;
     plan.subreaper = cfg.containment != Some(Containment::ProcessGroup);
     plan.pidfd = !crate::force::forced("no-pidfd");

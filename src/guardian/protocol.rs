@@ -345,9 +345,8 @@ pub(crate) struct Plan {
     /// The fixture's temporary directory: removed by the guardian once the server is gone
     /// (unless STOP says keep it), or by the zygote when the guardian was killed.
     pub dir: Option<CString>,
-    /// Socket activation: how many listening sockets the server gets (as fds 3, 4, …), and the
-    /// index in `envp` of the `LISTEN_PID=` entry its child fills in with its own pid.
-    pub listeners: u32,
+    /// Socket activation: the index in `envp` of the `LISTEN_PID=` entry the server's child
+    /// fills in with its own pid (the sockets themselves travel with the guardian's fds).
     pub listen_pid_slot: Option<usize>,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -381,7 +380,6 @@ impl Plan {
             gid: None,
             groups: None,
             dir: None,
-            listeners: 0,
             listen_pid_slot: None,
             argv,
             envp,
@@ -430,7 +428,6 @@ impl Plan {
             w.u32(g);
         }
         w.opt_bytes(self.dir.as_ref().map(|c| c.as_bytes()));
-        w.u32(self.listeners);
         w.opt_u32(self.listen_pid_slot.map(|i| i as u32));
         for list in [&self.argv, &self.envp] {
             w.u32(list.len() as u32);
@@ -469,7 +466,6 @@ impl Plan {
             n => Some((0..n).map(|_| r.u32()).collect::<Option<Vec<_>>>()?),
         };
         let dir = r.opt_cstring()?;
-        let listeners = r.u32()?;
         let listen_pid_slot = r.opt_u32()?.map(|i| i as usize);
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
@@ -481,7 +477,6 @@ impl Plan {
         let [argv, envp] = lists;
         let mut plan = Plan::new(path, argv, envp, stop_signal, grace);
         plan.cwd = cwd;
-        plan.listeners = listeners;
         plan.listen_pid_slot = listen_pid_slot.filter(|&i| i < plan.envp.len());
         plan.subreaper = features & 1 != 0;
         plan.pidfd = features & 2 != 0;

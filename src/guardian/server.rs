@@ -124,7 +124,7 @@ fn exec_server(
     if sys::getppid() != guardian {
         return 127;
     }
-    let listeners = &ends.listeners()[..(plan.listeners as usize).min(ends.listeners().len())];
+    let listeners = ends.listeners();
     let err_w = match place_listeners(listeners, err_w) {
         Ok(moved) => moved,
         Err(errno) => return die(err_w, STAGE_SETUP, errno),
