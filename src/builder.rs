@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::fixture::ProcessFixture;
 use crate::ready::Ready;
 use crate::report::Containment;
+use crate::shared::SharedFixture;
 use crate::signal::Signal;
 
 /// Configures and spawns a [`ProcessFixture`]. Made by [`ProcessFixture::builder`].
@@ -417,6 +418,64 @@ impl Builder {
     /// ```
     pub fn spawn(&self) -> Result<ProcessFixture, Error> {
         crate::spawn::spawn(&self.cfg)
+    }
+
+    /// Attaches to the server shared under `key` by every test of the run, starting it if this
+    /// is the first request: one server for all the tests of a `cargo nextest run` (one process
+    /// per test) or of a `cargo test` (threads, and the test binaries it runs). See
+    /// [`SharedFixture`].
+    ///
+    /// - **Scope**: under nextest, the run (`NEXTEST_RUN_ID`): two runs never share a server.
+    ///   Otherwise the parent process of the test process (the `cargo test` that runs the test
+    ///   binaries, or your shell); [`SCOPE_ENV`](crate::SCOPE_ENV) sets it explicitly.
+    /// - **Same key, same configuration**: a request whose configuration differs from the
+    ///   running server's (program, arguments, environment, ports, files, readiness, stop, user)
+    ///   fails with [`Error::Shared`] and [`SharedFailure::Mismatch`](crate::SharedFailure::Mismatch),
+    ///   naming the fields. The readiness timeout and the linger are how one user waits: not
+    ///   compared. The inherited environment and working directory are the first user's.
+    /// - **Who starts it**: N processes asking at once start exactly one server; if its start
+    ///   fails, every one of them gets the same error ([`SharedFailure::StartFailed`](crate::SharedFailure::StartFailed)).
+    ///   A server that crashed, or one whose linger expired and is stopping, is never handed
+    ///   out: the next request starts a new one.
+    /// - **Who owns it**: a *keeper*, this test executable started again in a mode of its own
+    ///   (stdio `/dev/null`, its own process group), holds the server as a [`ProcessFixture`]
+    ///   and counts its users by their open connections, so a user killed by SIGKILL is counted
+    ///   out too. After the last one, and the linger, it stops the server (its directory
+    ///   removed) and exits; if the keeper itself is killed, the server's guardian stops it.
+    /// - **Private**: the rendezvous is a unix socket in `$TMPDIR/pf-<uid>`, mode 0700, refused
+    ///   if it is someone else's, open to others, or a symlink; both ends check the other's uid.
+    ///
+    /// A `Ready::custom` check cannot be shared (it is a closure of this process):
+    /// [`SharedFailure::NotShareable`](crate::SharedFailure::NotShareable).
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// fn server() -> process_fixture::SharedFixture {
+    ///     ProcessFixture::builder("python3")
+    ///         .args(["-m", "http.server", "--bind", "127.0.0.1", "{port}"])
+    ///         .ready(Ready::tcp())
+    ///         .spawn_shared("doc-http-server")
+    ///         .expect("shared server")
+    /// }
+    /// # if std::process::Command::new("python3").arg("--version").output().is_err() { return; }
+    /// let srv = server(); // in each test that needs it
+    /// std::net::TcpStream::connect(("127.0.0.1", srv.port())).unwrap();
+    /// ```
+    pub fn spawn_shared(&self, key: &str) -> Result<SharedFixture, Error> {
+        crate::shared::spawn_shared(&self.cfg, key)
+    }
+
+    /// How long a shared server outlives its last user ([`Builder::spawn_shared`]); default
+    /// [`DEFAULT_LINGER`](crate::DEFAULT_LINGER). Long enough to bridge the gap between one
+    /// test process and the next; `Duration::ZERO` stops it as soon as the last handle is gone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let _ = process_fixture::ProcessFixture::builder("my-server").linger(Duration::from_secs(5));
+    /// ```
+    pub fn linger(&mut self, linger: Duration) -> &mut Self {
+        self.cfg.linger = linger;
+        self
     }
 }
 

@@ -15,6 +15,11 @@ use crate::signal::Signal;
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the leader gets to exit after the stop signal by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long a shared server outlives its last user by default
+/// ([`Builder::linger`](crate::Builder::linger)): longer than the gap between one test process's
+/// end and the next one's start under cargo-nextest on a loaded machine, short enough that a
+/// run leaves nothing behind a second after its last test.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(1000);
 /// Echo every server line to the test's output when set (to anything but `0`), as
 /// [`Builder::echo_output`](crate::Builder::echo_output)`(true)` does for one fixture.
 ///
@@ -51,6 +56,8 @@ pub(crate) struct Config {
     /// The fixture listens on its ports itself and passes the sockets to the server
     /// ([`Builder::socket_activation`](crate::Builder::socket_activation)).
     pub(crate) socket_activation: bool,
+    /// A shared server: how long it outlives its last user.
+    pub(crate) linger: Duration,
 }
 
 impl Config {
@@ -76,6 +83,7 @@ impl Config {
             echo: None,
             allow_early_exit: false,
             socket_activation: false,
+            linger: DEFAULT_LINGER,
         }
     }
 

@@ -216,6 +216,61 @@ impl fmt::Display for PauseFailure {
     }
 }
 
+/// Why [`Builder::spawn_shared`](crate::Builder::spawn_shared) failed ([`Error::Shared`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SharedFailure {
+    /// The configuration cannot be sent to another process (a `Ready::custom` check).
+    NotShareable {
+        /// Why.
+        reason: String,
+    },
+    /// The private rendezvous directory or its files cannot be used (created by someone else,
+    /// open to other users, a symlink, no space).
+    Rendezvous {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The server under this key failed to start; every user waiting for it gets this.
+    StartFailed {
+        /// The error of the start, as the process that ran it wrote it (with the server's
+        /// output tail).
+        message: String,
+    },
+    /// The server under this key runs with another configuration.
+    Mismatch {
+        /// The fields that differ (`args`, `env`, `ready`, …).
+        fields: Vec<String>,
+        /// Each field, running and asked.
+        detail: String,
+    },
+    /// The server's keeper did not answer in time, or went away.
+    NoAnswer {
+        /// How long the answer was waited for.
+        waited: Duration,
+    },
+}
+
+impl fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedFailure::NotShareable { reason } => write!(f, "it cannot be shared: {reason}"),
+            SharedFailure::Rendezvous { reason } => {
+                write!(f, "its rendezvous cannot be used: {reason}")
+            }
+            SharedFailure::StartFailed { message } => write!(f, "its start failed: {message}"),
+            SharedFailure::Mismatch { fields, detail } => write!(
+                f,
+                "it runs with another configuration ({} differ):\n{detail}",
+                fields.join(", ")
+            ),
+            SharedFailure::NoAnswer { waited } => {
+                write!(f, "its keeper did not answer within {waited:?}")
+            }
+        }
+    }
+}
+
 /// Why a stop could not confirm that every process is gone ([`Error::StopIncomplete`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -453,6 +508,16 @@ pub enum Error {
         /// What went wrong.
         failure: PauseFailure,
     },
+    /// [`Builder::spawn_shared`](crate::Builder::spawn_shared) could not attach to, or start,
+    /// the server shared under `key`.
+    Shared {
+        /// The program.
+        program: String,
+        /// The key.
+        key: String,
+        /// What went wrong.
+        failure: SharedFailure,
+    },
     /// A feature that this platform does not have was required.
     Unsupported {
         /// The program.
@@ -507,6 +572,7 @@ impl Error {
             | Error::StopIncomplete { program, .. }
             | Error::ExitedBeforeStop { program, .. }
             | Error::PauseFailed { program, .. }
+            | Error::Shared { program, .. }
             | Error::Unsupported { program, .. }
             | Error::Io { program, .. } => program,
         }
@@ -636,6 +702,11 @@ impl Error {
                 let what = if *resuming { "resuming" } else { "pausing" };
                 write!(f, "{what} {program:?} failed: {failure}")
             }
+            Error::Shared {
+                program,
+                key,
+                failure,
+            } => write!(f, "{program:?} shared under key {key:?}: {failure}"),
             Error::StopIncomplete {
                 program,
                 failure,

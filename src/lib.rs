@@ -125,6 +125,7 @@ mod port;
 mod ready;
 mod report;
 mod running;
+mod shared;
 mod signal;
 mod spawn;
 mod sys;
@@ -133,11 +134,14 @@ mod text;
 mod wait_output;
 
 pub use builder::Builder;
-pub use config::{DEFAULT_GRACE, DEFAULT_READY_TIMEOUT, ECHO_ENV};
-pub use error::{Diagnosis, Error, ExecStage, OutputTail, PauseFailure, PortHolder, StopFailure};
+pub use config::{DEFAULT_GRACE, DEFAULT_LINGER, DEFAULT_READY_TIMEOUT, ECHO_ENV};
+pub use error::{
+    Diagnosis, Error, ExecStage, OutputTail, PauseFailure, PortHolder, SharedFailure, StopFailure,
+};
 pub use fixture::ProcessFixture;
 pub use inspect::Process;
 pub use output::OUTPUT_CAP;
 pub use ready::Ready;
 pub use report::{Containment, GuardianKind, StopReport};
+pub use shared::{SharedFixture, SCOPE_ENV};
 pub use signal::Signal;

@@ -167,8 +167,15 @@ fn only_the_guardian_changes_groups_dispositions_and_reaper_state() {
         "set_credentials(",
         "ChildEvents::new(",
     ] {
+        // The keeper runs before main, where std has not ignored SIGPIPE yet: it does that one
+        // thing std would have done, and nothing else of this list.
+        let keeper: &[&str] = if call == "set_ignored(" {
+            &["shared/keeper.rs"]
+        } else {
+            &[]
+        };
         assert_eq!(
-            offenders(call, &["sys/", "guardian/"]),
+            offenders(call, &[&["sys/", "guardian/"], keeper].concat()),
             Vec::<String>::new(),
             "{call}"
         );
@@ -176,11 +183,15 @@ fn only_the_guardian_changes_groups_dispositions_and_reaper_state() {
             offenders(
                 call,
                 &[
-                    "sys/",
-                    "guardian/main_loop.rs",
-                    "guardian/server.rs",
-                    "guardian/zygote.rs"
+                    &[
+                        "sys/",
+                        "guardian/main_loop.rs",
+                        "guardian/server.rs",
+                        "guardian/zygote.rs"
+                    ],
+                    keeper
                 ]
+                .concat()
             ),
             Vec::<String>::new(),
             "{call}: not from the test side of guardian/ (client.rs)"
@@ -255,6 +266,35 @@ fn durations_saturate() {
 fn the_zygote_hook_is_kept_by_the_linker() {
     assert_eq!(uses("guardian/client.rs", "black_box(&HOOK)").len(), 1);
     assert_eq!(uses("guardian/zygote.rs", "#[used]").len(), 1);
+    // The keeper's too: `spawn_shared` refers to it.
+    assert_eq!(uses("shared/mod.rs", "black_box(&keeper::HOOK)").len(), 1);
+    assert_eq!(uses("shared/keeper.rs", "#[used]").len(), 1);
+}
+
+/// A shared server's keeper never holds a test runner's pipes (nextest would wait for them, and
+/// call the test leaky) and never shares the test's process group (a Ctrl-C or a runner's kill
+/// of the test's group must not take the server of the other tests with it).
+#[test]
+fn the_keeper_gets_null_stdio_and_a_group_of_its_own() {
+    let start = uses("shared/mod.rs", "fn start_keeper(");
+    assert_eq!(start.len(), 1);
+    for needle in [
+        ".stdout(Stdio::null())",
+        ".stderr(Stdio::null())",
+        ".process_group(0)",
+    ] {
+        assert_eq!(uses("shared/mod.rs", needle).len(), 1, "{needle}");
+    }
+    assert_eq!(
+        offenders("KEEPER_ENV", &["shared/"]),
+        Vec::<String>::new(),
+        "only shared/ starts a keeper"
+    );
+    // The keeper's stdin, the listening socket, is replaced by /dev/null before anything else.
+    assert_eq!(
+        uses("shared/keeper.rs", "sys::dup2(null.as_raw_fd(), 0)").len(),
+        1
+    );
 }
 
 #[test]
@@ -281,6 +321,7 @@ fn the_async_api_adds_no_child_watcher_and_drop_needs_no_runtime() {
 const LAYERS: &[&str] = &[
     "async_api",
     "builder",
+    "shared",
     "spawn",
     "diagnose",
     "plan",

@@ -316,7 +316,8 @@ fn close_zygote_at_exit() {
     }
 }
 
-fn current_exe() -> io::Result<std::path::PathBuf> {
+/// The running test executable, to exec again (as the zygote, or as a shared server's keeper).
+pub(crate) fn current_exe() -> io::Result<std::path::PathBuf> {
     if cfg!(target_os = "linux") {
         Ok("/proc/self/exe".into())
     } else {

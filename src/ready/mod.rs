@@ -21,6 +21,7 @@ mod http;
 mod probe;
 mod wait;
 
+pub(crate) use probe::Probe;
 pub use probe::Ready;
 
 pub(crate) use context::{resolve, Context, FileBefore};

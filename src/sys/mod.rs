@@ -1,7 +1,7 @@
 //! Raw platform calls, and the only place that sends signals.
 //!
 //! One file per mechanism: those every Unix has here (`fd`, `fd_passing`, `signal`, `wait`,
-//! `process`, `spawn`, `user`, `locks`), the rest in `linux/` and `macos/` (subreaper, pidfd or
+//! `process`, `spawn`, `user`, `locks`, `peer`), the rest in `linux/` and `macos/` (subreaper, pidfd or
 //! kqueue, `/proc` or libproc, seccomp, sock_diag), which give the same names. This file is the
 //! facade: the list below is everything the rest of the crate may use.
 //!
@@ -18,6 +18,7 @@ mod fd_passing;
 mod locks;
 mod net;
 mod no_alloc;
+mod peer;
 mod process;
 mod signal;
 mod spawn;
@@ -53,6 +54,7 @@ pub(crate) use locks::{
 };
 pub(crate) use net::{ListenCall, TcpListener};
 pub(crate) use no_alloc::{parse_pid, parse_u64, StackPath};
+pub(crate) use peer::peer_uid;
 pub(crate) use process::{
     at_exit, chdir, descendants, exit, getenv, getpgid, getpgrp, getpid, getppid,
     new_process_group, raise_fd_limit, yield_now, ProcStat,

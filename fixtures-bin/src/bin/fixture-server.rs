@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 const USAGE: &str = "usage: fixture-server --mode MODE [--port N] [--workers N] [--bytes N] \
-[--exit-code N] [--stream stdout|stderr] [--delay-ms N] [--note PATH]";
+[--exit-code N] [--stream stdout|stderr] [--delay-ms N] [--note PATH] [--starts PATH]";
 
 /// Upper bound on the request head we read before answering.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -95,6 +95,8 @@ struct Opts {
     delay: Duration,
     /// Where `other-group-worker`'s worker notes the signal it got.
     note: Option<String>,
+    /// A file to append `<pid>` to on start: counts how many times a server was started.
+    starts: Option<String>,
 }
 
 /// Prints `msg` and the usage line to stderr and exits 2.
@@ -121,6 +123,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
         stream: Stream::Stdout,
         delay: Duration::ZERO,
         note: None,
+        starts: None,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -140,6 +143,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
             "--exit-code" => opts.exit_code = parse_num(&flag, &value),
             "--delay-ms" => opts.delay = Duration::from_millis(parse_num(&flag, &value)),
             "--note" => opts.note = Some(value),
+            "--starts" => opts.starts = Some(value),
             "--stream" => {
                 opts.stream = match value.as_str() {
                     "stdout" => Stream::Stdout,
@@ -599,8 +603,24 @@ fn pipe() -> (libc::c_int, libc::c_int) {
     (fds[0], fds[1])
 }
 
+/// Appends one line, `<pid>`, to `path` (one `write` of a short line with `O_APPEND`: lines
+/// of servers starting at once do not interleave).
+fn note_start(path: &str) {
+    let line = format!("{}\n", std::process::id());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if file.and_then(|mut f| f.write_all(line.as_bytes())).is_err() {
+        usage_error(&format!("cannot append to --starts {path:?}"));
+    }
+}
+
 fn main() {
     let opts = parse_args(std::env::args().skip(1));
+    if let Some(path) = &opts.starts {
+        note_start(path);
+    }
     say(
         Stream::Stderr,
         &format!(
