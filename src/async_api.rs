@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::{Builder, Error, ProcessFixture, StopReport};
+use crate::{Builder, Error, ProcessFixture, SharedFixture, StopReport};
 
 /// Runs `f` on tokio's blocking pool and gives back its result, or its panic.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -47,6 +47,27 @@ impl Builder {
     pub async fn spawn_async(&self) -> Result<ProcessFixture, Error> {
         let builder = self.clone();
         blocking(move || builder.spawn()).await
+    }
+
+    /// [`Builder::spawn_shared`] without blocking the executor: the rendezvous and the wait for
+    /// the keeper's answer (the first user's: the server's start) run on tokio's blocking pool.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), process_fixture::Error> {
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .args(["-c", "sleep 0.1; echo up; exec sleep 60"])
+    ///     .ready(Ready::stdout("^up$"))
+    ///     .spawn_shared_async("doc-async-sh")
+    ///     .await?;
+    /// assert!(srv.is_running());
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub async fn spawn_shared_async(&self, key: &str) -> Result<SharedFixture, Error> {
+        let (builder, key) = (self.clone(), key.to_owned());
+        blocking(move || builder.spawn_shared(&key)).await
     }
 }
 

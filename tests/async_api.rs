@@ -124,6 +124,12 @@ async fn exercise() {
         "the grace was not waited: {took:?}"
     );
     assert_kept_ticking("stop_async", ticks, took);
+
+    let key = support::marker("async-shared");
+    let (shared, ticks, took) = ticks_during(&ticker, slow_server().spawn_shared_async(&key)).await;
+    let shared = shared.expect("spawn_shared_async");
+    assert!(shared.started_here() && shared.is_running());
+    assert_kept_ticking("spawn_shared_async", ticks, took);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -507,3 +507,58 @@ fn another_user_can_neither_connect_nor_squat() {
     assert!(line.contains("belongs to uid 65534"), "{line}");
     m.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A group of tests that share one server: under nextest, one process each
+// ---------------------------------------------------------------------------------------------
+
+/// One test of the group: attaches with the default linger, and checks that the server was
+/// started once (it notes its starts in its own directory, which all the group's processes
+/// see). With `PF_GROUP_REPORT` set, notes `<server pid> <keeper pid> <dir>` there: `.ci/run`
+/// runs the group under nextest and checks that the four processes got one server, and that
+/// nothing of it is alive or on disk the linger + 100 ms after nextest returns.
+fn group_member() {
+    let srv = ProcessFixture::builder(support::server())
+        .args([
+            "--mode",
+            "well-behaved",
+            "--port",
+            "{port}",
+            "--starts",
+            "{dir}/starts",
+        ])
+        .spawn_shared("nextest-group")
+        .expect("the group's server");
+    let dir = srv.dir().expect("a directory").to_owned();
+    assert_eq!(starts(&dir.join("starts")), [srv.pid()], "started once");
+    support::http_get(srv.port(), "/").expect("it serves");
+    if let Some(report) = std::env::var_os("PF_GROUP_REPORT") {
+        let line = format!("{} {} {}\n", srv.pid(), srv.keeper_pid(), dir.display());
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(report)
+            .unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn nextest_group_1() {
+    group_member();
+}
+
+#[test]
+fn nextest_group_2() {
+    group_member();
+}
+
+#[test]
+fn nextest_group_3() {
+    group_member();
+}
+
+#[test]
+fn nextest_group_4() {
+    group_member();
+}

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fixtures_bin::summary;
 use process_fixture::{Builder, ProcessFixture, Ready};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
@@ -56,20 +57,6 @@ fn settle(fx: &ProcessFixture, n: usize) {
         );
         std::thread::yield_now();
     }
-}
-
-/// "median / p90 / max" of `samples`, in ms.
-fn summary(samples: &mut [Duration]) -> String {
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    format!(
-        "median {:.2} ms, p90 {:.2} ms, max {:.2} ms (n={})",
-        ms(at(0.5)),
-        ms(at(0.9)),
-        ms(at(1.0)),
-        samples.len()
-    )
 }
 
 fn restart_vs_stop_spawn(label: &str, b: &Builder, processes: usize) {

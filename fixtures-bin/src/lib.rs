@@ -1,4 +1,5 @@
-//! What the helper servers and the benches share: the clock their time stamps are on.
+//! What the helper servers and the benches share: the clock their time stamps are on, and how
+//! a bench writes a distribution.
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock a helper server stamps a moment with (`bound_ns=`,
 /// `listen_ns=`, `ready_ns=` on stderr) and a bench compares it with, across processes.
@@ -10,4 +11,18 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: a valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec.unsigned_abs() * 1_000_000_000 + ts.tv_nsec.unsigned_abs()
+}
+
+/// "median / p90 / max" of `samples`, in ms (sorts them).
+pub fn summary(samples: &mut [std::time::Duration]) -> String {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "median {:.3} ms, p90 {:.3} ms, max {:.3} ms (n={})",
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(at(1.0)),
+        samples.len()
+    )
 }
