@@ -1,7 +1,8 @@
 //! The keeper: the owner of one shared server, a process that outlives each of its users.
 //!
 //! It is the test executable exec'd in *keeper mode* (a constructor hook, like the zygote's,
-//! runs before `main`), with the rendezvous socket, already bound and listening, as its stdin,
+//! runs before `main`; it forks once, so that the keeper is no child of a test process), with
+//! the rendezvous socket, already bound and listening, as its stdin,
 //! `/dev/null` for everything else (it never holds a test runner's pipes), and a process group
 //! of its own. It holds the server as an ordinary [`ProcessFixture`]: that fixture's guardian
 //! watches the keeper, so a keeper killed in any way still has its server stopped.
@@ -67,7 +68,14 @@ extern "C" fn hook() {
     }
     // Still single-threaded: the server must not inherit this.
     std::env::remove_var(OsStr::from_bytes(KEEPER_ENV.to_bytes()));
-    run(socket)
+    // Leave the test process, which reaps this first process at once: the keeper is then no
+    // child of a test process, which never holds a zombie of ours however long it runs on.
+    // SAFETY: before main, single-threaded: the child may do anything.
+    match unsafe { sys::fork() } {
+        Ok(0) => run(socket),
+        Ok(_) => sys::exit(0),
+        Err(_) => sys::exit(70),
+    }
 }
 
 /// The keeper's whole life.

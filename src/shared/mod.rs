@@ -43,8 +43,12 @@ const ANSWER_SLACK: Duration = Duration::from_secs(15);
 /// How long a request of an attached user (`is_running`, output) may take.
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
-/// Keepers this process started: its children, reaped by pid once they exit.
-static KEEPERS: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+/// How long the first process of a keeper may take to fork the keeper and exit.
+const KEEPER_FORK_WAIT: Duration = Duration::from_secs(5);
+
+/// First processes of keepers that had not exited when we looked: our children, reaped by pid
+/// later.
+static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 
 /// A handle on a server shared by every test of the run, in this process and in others; made
 /// by [`Builder::spawn_shared`](crate::Builder::spawn_shared). Dropping it detaches; the server
@@ -312,16 +316,25 @@ fn start_keeper(socket: &Path, _locked: &Locked) -> io::Result<()> {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()?;
-    lock_keepers().push(child.id() as Pid); // not waited by std: reaped by pid
+    // Not waited by std: it forks the keeper and exits at once; reaped here, by pid.
+    let pid = child.id() as Pid;
+    let deadline = Deadline::after(KEEPER_FORK_WAIT);
+    let mut backoff = Backoff::new(Duration::from_millis(5));
+    while matches!(sys::try_reap(pid), Ok(None)) {
+        if deadline.passed() {
+            lock_unreaped().push(pid);
+            break;
+        }
+        sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
+    }
     Ok(())
 }
 
-fn lock_keepers() -> std::sync::MutexGuard<'static, Vec<Pid>> {
-    KEEPERS.lock().unwrap_or_else(|p| p.into_inner())
+fn lock_unreaped() -> std::sync::MutexGuard<'static, Vec<Pid>> {
+    UNREAPED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reaps the keepers of this process that have exited, so that none stays a zombie while the
-/// test process runs on.
+/// Reaps the first processes of keepers that were slow to exit (a loaded machine).
 fn reap_keepers() {
-    lock_keepers().retain(|&pid| matches!(sys::try_reap(pid), Ok(None)));
+    lock_unreaped().retain(|&pid| matches!(sys::try_reap(pid), Ok(None)));
 }
