@@ -67,6 +67,16 @@ fn workers(fx: &ProcessFixture) -> Vec<Proc> {
 }
 
 /// Waits until the group has at least `n` live members besides the leader, and returns them.
+/// Whether `pid` ignores SIGTERM (`SigIgn` in `/proc/<pid>/status` has bit 15).
+fn ignores_term(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
 fn wait_for_workers(fx: &ProcessFixture, n: usize) -> Vec<Proc> {
     assert!(
         support::wait_until(SOON, || workers(fx).len() >= n),
@@ -719,6 +729,11 @@ fn workers_that_ignore_term_get_no_group_grace() {
         .spawn()
         .expect("spawn");
     let pool = wait_for_workers(&fx, 3);
+    // A worker exists before it has set SIG_IGN: wait until all three show it.
+    assert!(
+        support::wait_until(SOON, || pool.iter().all(|w| ignores_term(w.pid))),
+        "the workers never ignored SIGTERM"
+    );
     let (pgid, port) = (fx.pgid(), fx.port());
     let report = stop_within(fx, Duration::from_secs(20));
     support::assert_nothing_left(pgid, &pool, port);
