@@ -41,6 +41,11 @@ fn starts(file: &Path) -> Vec<u32> {
         .collect()
 }
 
+fn euid() -> u32 {
+    // SAFETY: geteuid takes no argument and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 fn gone(pid: u32) -> bool {
     Proc::read(pid).map_or(true, |p| !p.is_live())
 }
@@ -454,7 +459,7 @@ fn a_custom_readiness_check_cannot_be_shared() {
 #[test]
 fn a_rendezvous_directory_that_is_not_private_is_refused() {
     let base = tempfile::tempdir().unwrap();
-    let uid = unsafe { libc::geteuid() }; // SAFETY: no argument, cannot fail
+    let uid = euid();
     let dir = base.path().join(format!("pf-{uid}"));
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
@@ -472,8 +477,7 @@ fn a_rendezvous_directory_that_is_not_private_is_refused() {
 
 #[test]
 fn another_user_can_neither_connect_nor_squat() {
-    if unsafe { libc::geteuid() } != 0 {
-        // SAFETY above: geteuid takes no argument and cannot fail.
+    if euid() != 0 {
         println!("skipped: needs root to act as a second user");
         return;
     }
