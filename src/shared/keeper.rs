@@ -40,6 +40,8 @@ const EXIT_VERSION: i32 = 71;
 const FIRST_USER_WAIT: Duration = Duration::from_secs(30);
 /// How long a connection may take to send its `HELLO`.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// How long the keeper waits after a failed `accept` before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How long retiring waits for the rendezvous lock (held by a user only while it connects).
 const RETIRE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -189,8 +191,14 @@ impl Keeper {
 
     /// Accepts users until the process exits.
     fn accept(self: Arc<Self>, listener: UnixListener) {
-        for conn in listener.incoming().flatten() {
-            self.admit(conn);
+        for conn in listener.incoming() {
+            match conn {
+                Ok(conn) => self.admit(conn),
+                // Out of fds, most likely: wait for users to leave rather than spin.
+                Err(_) => {
+                    sys::poll(&mut [], Some(ACCEPT_RETRY));
+                }
+            }
         }
     }
 

@@ -46,8 +46,8 @@ const REQUEST_WAIT: Duration = Duration::from_secs(5);
 /// How long the first process of a keeper may take to fork the keeper and exit.
 const KEEPER_FORK_WAIT: Duration = Duration::from_secs(5);
 
-/// First processes of keepers that had not exited when we looked: our children, reaped by pid
-/// later.
+/// First processes of keepers that had to be killed and had not died when we looked: our
+/// children, reaped by pid later.
 static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 
 /// A handle on a server shared by every test of the run, in this process and in others; made
@@ -316,18 +316,45 @@ fn start_keeper(socket: &Path, _locked: &Locked) -> io::Result<()> {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()?;
-    // Not waited by std: it forks the keeper and exits at once; reaped here, by pid.
+    // Not waited by std: it forks the keeper and exits 0 at once; reaped here, by pid.
     let pid = child.id() as Pid;
-    let deadline = Deadline::after(KEEPER_FORK_WAIT);
-    let mut backoff = Backoff::new(Duration::from_millis(5));
-    while matches!(sys::try_reap(pid), Ok(None)) {
-        if deadline.passed() {
-            lock_unreaped().push(pid);
-            break;
-        }
-        sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
+    drop(child);
+    match reap_within(pid, KEEPER_FORK_WAIT) {
+        Some(0) => Ok(()),
+        status => Err(io::Error::other(format!(
+            "{} did not start a keeper ({}): is it a program that links process-fixture?",
+            crate::guardian::current_exe()?.display(),
+            status.map_or("no exit".to_owned(), |s| format!("wait status {s:#x}"))
+        ))),
     }
-    Ok(())
+}
+
+/// Reaps our child `pid`, polling until `wait`; past it, kills it (unreaped, so its pid is
+/// still ours). Its wait status if it exited in time by itself.
+fn reap_within(pid: Pid, wait: Duration) -> Option<sys::WaitStatus> {
+    if let Some(status) = poll_reap(pid, wait) {
+        return Some(status);
+    }
+    let _ = sys::signal(sys::Target::Process(pid), libc::SIGKILL);
+    if poll_reap(pid, KEEPER_FORK_WAIT).is_none() {
+        lock_unreaped().push(pid); // reaped on a later call
+    }
+    None
+}
+
+/// `try_reap` until `wait` has passed.
+fn poll_reap(pid: Pid, wait: Duration) -> Option<sys::WaitStatus> {
+    let deadline = Deadline::after(wait);
+    let mut backoff = Backoff::new(Duration::from_millis(5));
+    loop {
+        match sys::try_reap(pid) {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if !deadline.passed() => {
+                sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
+            }
+            _ => return None,
+        }
+    }
 }
 
 fn lock_unreaped() -> std::sync::MutexGuard<'static, Vec<Pid>> {
