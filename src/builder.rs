@@ -285,6 +285,29 @@ impl Builder {
         self
     }
 
+    /// Copies the directory tree `from` into the fixture's directory as `to` (relative to it)
+    /// before the server starts: files, subdirectories and symlinks, with their permission
+    /// bits; owned by the server's user when one is set. A prepared data directory (a database
+    /// cluster made once, a fixture of test data) that each fixture may then change at will.
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready};
+    /// let seed = tempfile::tempdir()?;
+    /// std::fs::write(seed.path().join("greeting"), "hello")?;
+    /// let srv = ProcessFixture::builder("sh")
+    ///     .copy_dir(seed.path(), "data")
+    ///     .args(["-c", "cat {dir}/data/greeting; echo; exec sleep 60"])
+    ///     .ready(Ready::stdout("^hello$"))
+    ///     .spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn copy_dir(&mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> &mut Self {
+        self.cfg
+            .copies
+            .push((from.as_ref().to_owned(), to.as_ref().to_owned()));
+        self
+    }
+
     /// Gives the fixture its own temporary directory even if no `{dir}` or file asks for one
     /// ([`ProcessFixture::dir`]). Owned by the server's user when one is set; removed after the
     /// stop; kept, and named in the error, when `spawn` fails.

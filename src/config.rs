@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) containment: Option<Containment>,
     pub(crate) listen_events: Option<bool>,
     pub(crate) files: Vec<(PathBuf, Vec<u8>)>,
+    /// Directory trees copied into the fixture's directory: (from, to inside it).
+    pub(crate) copies: Vec<(PathBuf, PathBuf)>,
     pub(crate) temp_dir: bool,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
@@ -76,6 +78,7 @@ impl Config {
             containment: None,
             listen_events: None,
             files: Vec::new(),
+            copies: Vec::new(),
             temp_dir: false,
             uid: None,
             gid: None,
@@ -133,6 +136,7 @@ impl Config {
         let mentions = |t: &[u8]| find(t, b"{dir}").is_some();
         self.temp_dir
             || !self.files.is_empty()
+            || !self.copies.is_empty()
             || self.texts().any(mentions)
             || self
                 .ready

@@ -33,6 +33,66 @@ pub(crate) fn make(program: &str) -> Result<tempfile::TempDir, Error> {
         })
 }
 
+/// Copies the trees of `Builder::copy_dir` into `dir`.
+pub(crate) fn copy_trees(cfg: &Config, dir: &Path) -> Result<(), Error> {
+    for (from, to) in &cfg.copies {
+        let dest = inside(dir, to).map_err(|source| Error::File {
+            program: cfg.program_name(),
+            path: to.clone(),
+            source,
+        })?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::File {
+                program: cfg.program_name(),
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        copy_tree(from, &dest).map_err(|(path, source)| Error::File {
+            program: cfg.program_name(),
+            path,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// `dir/name`, if `name` stays inside `dir` (no absolute path, no `..`).
+fn inside(dir: &Path, name: &Path) -> std::io::Result<PathBuf> {
+    if name.is_absolute() || name.components().any(|c| c.as_os_str() == "..") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a fixture's file must stay inside its directory (no absolute path, no ..)",
+        ));
+    }
+    Ok(dir.join(name))
+}
+
+/// Copies `from` to `to` (which must not exist): directories, files and symlinks (not
+/// followed), with permission bits. The path that failed, and why.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut stack = vec![(from.to_owned(), to.to_owned())];
+    while let Some((src, dest)) = stack.pop() {
+        let at = |e| (src.clone(), e);
+        let meta = std::fs::symlink_metadata(&src).map_err(at)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).map_err(at)?, &dest).map_err(at)?;
+        } else if meta.is_dir() {
+            std::fs::DirBuilder::new().mode(0o700).create(&dest).map_err(at)?;
+            for entry in std::fs::read_dir(&src).map_err(at)? {
+                let name = entry.map_err(at)?.file_name();
+                stack.push((src.join(&name), dest.join(&name)));
+            }
+            std::fs::set_permissions(&dest, PermissionsExt::from_mode(mode)).map_err(at)?;
+        } else {
+            std::fs::copy(&src, &dest).map_err(at)?; // copies the permission bits too
+        }
+    }
+    Ok(())
+}
+
 /// Writes the files of `Builder::file` into `dir`, placeholders filled in.
 pub(crate) fn write_files(cfg: &Config, dir: &Path, values: &Values) -> Result<(), Error> {
     for (name, body) in &cfg.files {
@@ -45,13 +105,7 @@ pub(crate) fn write_files(cfg: &Config, dir: &Path, values: &Values) -> Result<(
             path: path.clone(),
             source,
         };
-        if name.is_absolute() || name.components().any(|c| c.as_os_str() == "..") {
-            let outside = std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a fixture's file must stay inside its directory (no absolute path, no ..)",
-            );
-            return Err(fail(outside));
-        }
+        inside(dir, &name).map_err(fail)?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(fail)?;
         }

@@ -135,6 +135,7 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
         fds,
     };
     if let Some(dir) = &dir {
+        dir::copy_trees(cfg, dir.path())?;
         dir::write_files(cfg, dir.path(), &values)?;
         dir::give(dir.path(), plan::owner(cfg, user.as_ref()), &program)?;
     }

@@ -58,6 +58,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Config> {
     cfg.containment = get("containment")?.opt(|r| containment(r.u8()?))?;
     cfg.listen_events = get("listen_events")?.opt(flag_in)?;
     cfg.files = get("files")?.list(|r| Some((path(r)?, r.bytes()?.to_vec())))?;
+    cfg.copies = get("copies")?.list(|r| Some((path(r)?, path(r)?)))?;
     cfg.temp_dir = flag(get("temp_dir")?)?;
     cfg.uid = get("uid")?.opt(|r| r.u32())?;
     cfg.gid = get("gid")?.opt(|r| r.u32())?;
@@ -105,6 +106,7 @@ pub(super) fn show(cfg: &Config, field: &str) -> String {
         "containment" => format!("{:?}", cfg.containment),
         "listen_events" => format!("{:?}", cfg.listen_events),
         "files" => format!("{:?}", Vec::from_iter(cfg.files.iter().map(|(p, _)| p))),
+        "copies" => format!("{:?}", cfg.copies),
         "temp_dir" => format!("{}", cfg.temp_dir),
         "uid" => format!("{:?}", cfg.uid),
         "gid" => format!("{:?}", cfg.gid),
@@ -159,6 +161,9 @@ fn fields(cfg: &Config) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         })),
         field!("files", |w| w.list(cfg.files.iter(), |w, (p, body)| {
             write_path(w, p).bytes(body);
+        })),
+        field!("copies", |w| w.list(cfg.copies.iter(), |w, (from, to)| {
+            write_path(write_path(w, from), to);
         })),
         field!("temp_dir", |w| w.u8(cfg.temp_dir.into())),
         field!("uid", |w| w.opt(cfg.uid, u32_of)),
@@ -343,6 +348,7 @@ mod tests {
             .grace_period(Duration::from_millis(1500))
             .stop_signal(Signal::INT)
             .file("conf", b"port={port}\n")
+            .copy_dir("/seed", "data")
             .uid(1000)
             .user("postgres")
             .allow_early_exit()
