@@ -80,7 +80,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), (PathBuf, std::io::Error)> {
         if meta.file_type().is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&src).map_err(at)?, &dest).map_err(at)?;
         } else if meta.is_dir() {
-            std::fs::DirBuilder::new().mode(0o700).create(&dest).map_err(at)?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dest)
+                .map_err(at)?;
             for entry in std::fs::read_dir(&src).map_err(at)? {
                 let name = entry.map_err(at)?.file_name();
                 stack.push((src.join(&name), dest.join(&name)));

@@ -518,6 +518,22 @@ pub enum Error {
         /// What went wrong.
         failure: SharedFailure,
     },
+    /// A ready-made server ([`servers`](crate::servers)) is not installed.
+    NotInstalled {
+        /// The server.
+        program: String,
+        /// Where it was looked for, and what to install.
+        hint: String,
+    },
+    /// A ready-made server's own setup failed (`initdb`, a template, a database).
+    ServerSetup {
+        /// The server.
+        program: String,
+        /// What was being done.
+        what: String,
+        /// What went wrong (with the output of the step that failed).
+        reason: String,
+    },
     /// A feature that this platform does not have was required.
     Unsupported {
         /// The program.
@@ -573,6 +589,8 @@ impl Error {
             | Error::ExitedBeforeStop { program, .. }
             | Error::PauseFailed { program, .. }
             | Error::Shared { program, .. }
+            | Error::NotInstalled { program, .. }
+            | Error::ServerSetup { program, .. }
             | Error::Unsupported { program, .. }
             | Error::Io { program, .. } => program,
         }
@@ -628,6 +646,14 @@ impl Error {
             Error::File { program, path, .. } => {
                 write!(f, "{program:?}: cannot write {}", path.display())
             }
+            Error::NotInstalled { program, hint } => {
+                write!(f, "{program} is not installed: {hint}")
+            }
+            Error::ServerSetup {
+                program,
+                what,
+                reason,
+            } => write!(f, "{program}: {what} failed: {reason}"),
             Error::Unsupported { program, what } => {
                 write!(f, "{program:?}: not supported on this platform: {what}")
             }

@@ -125,6 +125,7 @@ mod port;
 mod ready;
 mod report;
 mod running;
+pub mod servers;
 mod shared;
 mod signal;
 mod spawn;

@@ -1,4 +1,15 @@
-//! Text for messages: cut to a length on a character boundary; words quoted as a shell needs.
+//! Text for messages: cut to a length on a character boundary; words quoted as a shell needs;
+//! a short stable name for a text.
+
+/// FNV-1a, 64 bits: a short stable name for a text (not a secret).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
 
 /// Cuts `text` to at most `max` bytes, on a character boundary, marking the cut.
 pub(crate) fn shorten(mut text: String, max: usize) -> String {

@@ -320,6 +320,7 @@ fn the_async_api_adds_no_child_watcher_and_drop_needs_no_runtime() {
 /// `cargo test --test source_rules -- modules_only_use --nocapture` prints the graph.
 const LAYERS: &[&str] = &[
     "async_api",
+    "servers",
     "builder",
     "shared",
     "spawn",

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::deadline::{Backoff, Deadline};
 use crate::sys;
+use crate::text::fnv1a;
 
 /// Sets the scope of shared servers explicitly: users with the same scope and key share one.
 pub const SCOPE_ENV: &str = "PROCESS_FIXTURE_SHARED_SCOPE";
@@ -49,7 +50,7 @@ impl Rendezvous {
     /// checks the key and scope themselves).
     pub(crate) fn new(scope: &str, key: &str) -> Result<Rendezvous, String> {
         let dir = private_dir(&std::env::temp_dir())?;
-        let name = format!("{:016x}", fnv1a(&[scope.as_bytes(), b"\0", key.as_bytes()]));
+        let name = format!("{:016x}", fnv1a(format!("{scope}\0{key}").as_bytes()));
         Ok(Rendezvous {
             socket: dir.join(format!("{name}.sock")),
             lock: dir.join(format!("{name}.lock")),
@@ -58,45 +59,7 @@ impl Rendezvous {
 
     /// Takes the lock, polling until `deadline`.
     pub(crate) fn lock(&self, deadline: Deadline) -> Result<Locked, String> {
-        let mut backoff = Backoff::new(Duration::from_millis(10));
-        loop {
-            match self.try_lock() {
-                Ok(Some(locked)) => return Ok(locked),
-                Ok(None) if !deadline.passed() => {
-                    sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
-                }
-                Ok(None) => return Err(format!("{} stayed locked", self.lock.display())),
-                Err(e) => return Err(format!("{}: {e}", self.lock.display())),
-            }
-        }
-    }
-
-    /// The lock, if nobody holds it. A keeper removes the lock file when it retires, so a lock
-    /// taken on a file that is no longer at the path is worth nothing: open it again.
-    fn try_lock(&self) -> io::Result<Option<Locked>> {
-        let path = cpath(&self.lock)?;
-        let fd = match sys::open_lock_file(&path, true) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sys::open_lock_file(&path, false),
-            other => other,
-        };
-        let fd = match fd {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None), // just removed
-            other => other?,
-        };
-        if !sys::is_regular_file(&fd) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a regular file",
-            ));
-        }
-        if !sys::try_lock_exclusive(&fd) {
-            return Ok(None);
-        }
-        let same = fs::symlink_metadata(&self.lock)
-            .ok()
-            .zip(sys::fd_identity(fd.as_raw_fd()))
-            .is_some_and(|(m, (dev, ino))| m.dev() == dev && m.ino() == ino);
-        Ok(same.then_some(Locked { _fd: fd }))
+        lock_file(&self.lock, deadline)
     }
 
     /// Removes the socket and the lock file, if the socket is still `socket_id` (a keeper
@@ -109,6 +72,50 @@ impl Rendezvous {
         }
         let _ = fs::remove_file(&self.lock);
     }
+}
+
+/// Takes the exclusive lock of the lock file at `path` (created if missing), polling until
+/// `deadline`.
+pub(crate) fn lock_file(path: &Path, deadline: Deadline) -> Result<Locked, String> {
+    let mut backoff = Backoff::new(Duration::from_millis(10));
+    loop {
+        match try_lock(path) {
+            Ok(Some(locked)) => return Ok(locked),
+            Ok(None) if !deadline.passed() => {
+                sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
+            }
+            Ok(None) => return Err(format!("{} stayed locked", path.display())),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// The lock, if nobody holds it. A keeper removes the lock file when it retires, so a lock
+/// taken on a file that is no longer at the path is worth nothing: open it again.
+fn try_lock(lock: &Path) -> io::Result<Option<Locked>> {
+    let path = cpath(lock)?;
+    let fd = match sys::open_lock_file(&path, true) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sys::open_lock_file(&path, false),
+        other => other,
+    };
+    let fd = match fd {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None), // just removed
+        other => other?,
+    };
+    if !sys::is_regular_file(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    if !sys::try_lock_exclusive(&fd) {
+        return Ok(None);
+    }
+    let same = fs::symlink_metadata(lock)
+        .ok()
+        .zip(sys::fd_identity(fd.as_raw_fd()))
+        .is_some_and(|(m, (dev, ino))| m.dev() == dev && m.ino() == ino);
+    Ok(same.then_some(Locked { _fd: fd }))
 }
 
 /// The identity (device, inode) of the file at `path`, not following a symlink.
@@ -124,22 +131,28 @@ pub(crate) struct Locked {
 /// `base/pf-<uid>`, created 0700 if missing, and checked: a directory (not a symlink to one),
 /// ours, closed to group and others.
 fn private_dir(base: &Path) -> Result<PathBuf, String> {
+    own_dir(&base.join(format!("pf-{}", sys::effective_uid())), 0o700)
+}
+
+/// `dir`, created with `mode` if missing, and checked: a directory (not a symlink to one),
+/// ours, and open to group and others for no more than `mode` allows (0700: nothing; 0755:
+/// no writing). What another user made there is refused, never used.
+pub(crate) fn own_dir(dir: &Path, mode: u32) -> Result<PathBuf, String> {
     let uid = sys::effective_uid();
-    let dir = base.join(format!("pf-{uid}"));
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+    match fs::DirBuilder::new().mode(mode).create(dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
             return Err(format!("cannot create {}: {e}", dir.display()))
         }
         _ => {}
     }
-    let meta = fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let why = if !meta.file_type().is_dir() {
         Some("is not a directory (a symlink is not followed)".to_owned())
     } else if meta.uid() != uid {
         Some(format!("belongs to uid {}, not to us ({uid})", meta.uid()))
-    } else if meta.mode() & 0o077 != 0 {
+    } else if meta.mode() & 0o077 & !mode != 0 {
         Some(format!(
-            "is open to other users (mode {:o}), not 0700",
+            "is open to other users (mode {:o}), not {mode:04o}",
             meta.mode() & 0o777
         ))
     } else {
@@ -147,23 +160,13 @@ fn private_dir(base: &Path) -> Result<PathBuf, String> {
     };
     match why {
         Some(why) => Err(format!("{} {why}", dir.display())),
-        None => Ok(dir),
+        None => Ok(dir.to_owned()),
     }
 }
 
 fn cpath(p: &Path) -> io::Result<std::ffi::CString> {
     std::ffi::CString::new(p.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
-}
-
-/// FNV-1a, 64 bits: a stable name for a scope and a key (not a secret: the directory is).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in parts.iter().flat_map(|p| p.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
@@ -190,7 +193,8 @@ mod tests {
 
     #[test]
     fn names_depend_on_scope_and_key() {
-        assert_ne!(fnv1a(&[b"a", b"\0", b"bc"]), fnv1a(&[b"ab", b"\0", b"c"]));
-        assert_eq!(fnv1a(&[b""]), 0xcbf2_9ce4_8422_2325);
+        let name = |scope, key| Rendezvous::new(scope, key).unwrap().socket;
+        assert_ne!(name("a", "bc"), name("ab", "c"));
+        assert_eq!(name("a", "bc"), name("a", "bc"));
     }
 }
