@@ -285,6 +285,25 @@ impl Builder {
         self
     }
 
+    /// Makes the fixture's directory in `base` instead of `std::env::temp_dir()` (`$TMPDIR`):
+    /// on a tmpfs such as `/dev/shm`, for a server that writes a lot and need not keep it.
+    ///
+    /// ```
+    /// let base = tempfile::tempdir()?;
+    /// let srv = process_fixture::ProcessFixture::builder("sleep")
+    ///     .arg("60")
+    ///     .temp_dir()
+    ///     .dir_in(base.path())
+    ///     .ready(process_fixture::Ready::none())
+    ///     .spawn()?;
+    /// assert!(srv.dir().unwrap().starts_with(base.path()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dir_in(&mut self, base: impl AsRef<Path>) -> &mut Self {
+        self.cfg.dir_in = Some(base.as_ref().to_owned());
+        self
+    }
+
     /// Copies the directory tree `from` into the fixture's directory as `to` (relative to it)
     /// before the server starts: files, subdirectories and symlinks, with their permission
     /// bits; owned by the server's user when one is set. A prepared data directory (a database

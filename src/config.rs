@@ -48,6 +48,8 @@ pub(crate) struct Config {
     /// Directory trees copied into the fixture's directory: (from, to inside it).
     pub(crate) copies: Vec<(PathBuf, PathBuf)>,
     pub(crate) temp_dir: bool,
+    /// Where the fixture's directory is made (default: `std::env::temp_dir()`).
+    pub(crate) dir_in: Option<PathBuf>,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
     pub(crate) user: Option<String>,
@@ -80,6 +82,7 @@ impl Config {
             files: Vec::new(),
             copies: Vec::new(),
             temp_dir: false,
+            dir_in: None,
             uid: None,
             gid: None,
             user: None,

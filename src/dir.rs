@@ -22,13 +22,14 @@ const PREFIX: &str = "process-fixture-";
 pub(crate) const KEPT_FOR: Duration = Duration::from_secs(60 * 60);
 
 /// The fixture's temporary directory, named after this test process.
-pub(crate) fn make(program: &str) -> Result<tempfile::TempDir, Error> {
+pub(crate) fn make(program: &str, base: Option<&Path>) -> Result<tempfile::TempDir, Error> {
+    let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
     tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{}-", std::process::id()))
-        .tempdir()
+        .tempdir_in(&base)
         .map_err(|source| Error::File {
             program: program.to_owned(),
-            path: std::env::temp_dir(),
+            path: base,
             source,
         })
 }

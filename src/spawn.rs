@@ -120,7 +120,7 @@ fn prepare(cfg: &Config) -> Result<Lasting, Error> {
         .map(|name| Ok((name, reserve_port(None, &program)?)))
         .collect::<Result<Vec<_>, Error>>()?;
     let dir = match cfg.wants_dir() {
-        true => Some(dir::make(&program)?),
+        true => Some(dir::make(&program, cfg.dir_in.as_deref())?),
         false => None,
     };
     let (listeners, fds) = match cfg.socket_activation {

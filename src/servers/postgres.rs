@@ -60,7 +60,11 @@ pub struct Postgres {
     user: Option<String>,
     template: Option<String>,
     settings: Vec<(String, String)>,
+    data_in: Option<PathBuf>,
 }
+
+/// A tmpfs with at least this much room holds the clusters by default.
+const TMPFS_ROOM: u64 = 1 << 30;
 
 impl Postgres {
     /// A cluster with the defaults: binaries found as [`Postgres::bin_dir`] says, run as
@@ -107,6 +111,15 @@ impl Postgres {
         Ok(self.template_sql(&sql))
     }
 
+    /// Where the cluster's directory (and the `initdb` cache) go. Default: `/dev/shm` where it
+    /// is a writable tmpfs with 1 GiB free (Linux), else `$TMPDIR`: on a disk, the file copy of
+    /// a `CREATE DATABASE` costs about 80 ms (flushed to the device whatever `fsync` says), in
+    /// memory about 6.
+    pub fn data_in(mut self, base: impl AsRef<Path>) -> Postgres {
+        self.data_in = Some(base.as_ref().to_owned());
+        self
+    }
+
     /// A server setting (`-c name=value`), for example `("max_connections", "200")`.
     pub fn setting(mut self, name: &str, value: &str) -> Postgres {
         self.settings.push((name.to_owned(), value.to_owned()));
@@ -118,9 +131,11 @@ impl Postgres {
     pub fn builder(&self) -> Result<Builder, Error> {
         let bin = self.find_bin_dir()?;
         let user = self.server_user();
-        let cache = initdb_cache(&bin, user.as_deref())?;
+        let base = self.data_in.clone().unwrap_or_else(default_base);
+        let cache = initdb_cache(&base, &bin, user.as_deref())?;
         let mut b = Builder::new(bin.join("postgres"));
-        b.copy_dir(cache, "data")
+        b.dir_in(base)
+            .copy_dir(cache, "data")
             .args(["-D", "{dir}/data", "-k", "{dir}", "-p", "{port}"])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
@@ -158,8 +173,14 @@ impl Postgres {
     }
 
     fn server(&self, server: Server) -> PostgresServer {
+        let version = server
+            .dir()
+            .and_then(|d| std::fs::read_to_string(d.join("data/PG_VERSION")).ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         PostgresServer {
             server,
+            version,
             template_sql: self.template.clone(),
             template: OnceLock::new(),
         }
@@ -223,8 +244,18 @@ fn debian_bindir() -> Option<PathBuf> {
     versions.pop().map(|(_, dir)| dir)
 }
 
-/// The `initdb` of `bin` for `user`, made once: `$TMPDIR/pf-pgcache-<uid>/<hash>-<user>/data`.
-fn initdb_cache(bin: &Path, user: Option<&str>) -> Result<PathBuf, Error> {
+/// `/dev/shm` if it is a tmpfs we may write with room to spare, else `$TMPDIR`.
+fn default_base() -> PathBuf {
+    let shm = c"/dev/shm";
+    let roomy = sys::free_bytes(shm).is_some_and(|free| free >= TMPFS_ROOM);
+    match cfg!(target_os = "linux") && roomy && sys::can_create_in(shm) {
+        true => PathBuf::from("/dev/shm"),
+        false => std::env::temp_dir(),
+    }
+}
+
+/// The `initdb` of `bin` for `user`, made once: `<base>/pf-pgcache-<uid>/<hash>-<user>/data`.
+fn initdb_cache(base: &Path, bin: &Path, user: Option<&str>) -> Result<PathBuf, Error> {
     let setup = |reason: String| Error::ServerSetup {
         program: NAME.to_owned(),
         what: "the initdb cache".to_owned(),
@@ -232,7 +263,7 @@ fn initdb_cache(bin: &Path, user: Option<&str>) -> Result<PathBuf, Error> {
     };
     // 0755, ours and checked: what is copied into every cluster must be no one else's to
     // change (a postgresql.conf planted here would run its commands as the server's user).
-    let base = std::env::temp_dir().join(format!("pf-pgcache-{}", sys::effective_uid()));
+    let base = base.join(format!("pf-pgcache-{}", sys::effective_uid()));
     let base = crate::shared::own_dir(&base, 0o755).map_err(setup)?;
     let name = format!(
         "{:016x}-{}",
@@ -305,6 +336,8 @@ fn wait_for_exit(fixture: &ProcessFixture, deadline: Deadline) {
 #[derive(Debug)]
 pub struct PostgresServer {
     server: Server,
+    /// The major version (`PG_VERSION`), 0 if unknown.
+    version: u32,
     template_sql: Option<String>,
     /// The template's name, once made (or found).
     template: OnceLock<String>,
@@ -347,14 +380,20 @@ impl PostgresServer {
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::Relaxed)
         );
-        let sql = match &template {
-            Some(t) => format!("CREATE DATABASE {name} TEMPLATE {t}"),
-            None => format!("CREATE DATABASE {name}"),
-        };
+        let mut sql = format!("CREATE DATABASE {name}");
+        if let Some(t) = &template {
+            sql += &format!(" TEMPLATE {t}");
+        }
+        if self.version >= 15 {
+            // A copy of the files (and a checkpoint, cheap without fsync) instead of the whole
+            // template through the WAL: about 4 times faster for a small database.
+            sql += " STRATEGY = FILE_COPY";
+        }
         retrying(self.port(), "postgres", &sql).map_err(|e| setup("a database", e))?;
         Ok(Database {
             port: self.port(),
             name,
+            force: self.version >= 13,
         })
     }
 
@@ -418,11 +457,13 @@ fn retrying(port: u16, database: &str, sql: &str) -> Result<super::pg_wire::Rows
 }
 
 /// A database of its own, on a [`PostgresServer`]; dropped (`DROP DATABASE … WITH (FORCE)`,
-/// closing what is still connected to it) when this is.
+/// closing what is still connected to it; before PostgreSQL 13, once they are gone) when this is.
 #[derive(Debug)]
 pub struct Database {
     port: u16,
     name: String,
+    /// `WITH (FORCE)` is there (PostgreSQL 13 and later).
+    force: bool,
 }
 
 impl Database {
@@ -444,7 +485,8 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let force = if self.force { " WITH (FORCE)" } else { "" };
+        let sql = format!("DROP DATABASE IF EXISTS {}{force}", self.name);
         if let Err(e) = retrying(self.port, "postgres", &sql) {
             log::warn!("process-fixture: dropping database {}: {e}", self.name);
         }

@@ -60,6 +60,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Config> {
     cfg.files = get("files")?.list(|r| Some((path(r)?, r.bytes()?.to_vec())))?;
     cfg.copies = get("copies")?.list(|r| Some((path(r)?, path(r)?)))?;
     cfg.temp_dir = flag(get("temp_dir")?)?;
+    cfg.dir_in = get("dir_in")?.opt(path)?;
     cfg.uid = get("uid")?.opt(|r| r.u32())?;
     cfg.gid = get("gid")?.opt(|r| r.u32())?;
     cfg.user = get("user")?.opt(|r| r.string())?;
@@ -108,6 +109,7 @@ pub(super) fn show(cfg: &Config, field: &str) -> String {
         "files" => format!("{:?}", Vec::from_iter(cfg.files.iter().map(|(p, _)| p))),
         "copies" => format!("{:?}", cfg.copies),
         "temp_dir" => format!("{}", cfg.temp_dir),
+        "dir_in" => format!("{:?}", cfg.dir_in),
         "uid" => format!("{:?}", cfg.uid),
         "gid" => format!("{:?}", cfg.gid),
         "user" => format!("{:?}", cfg.user),
@@ -166,6 +168,9 @@ fn fields(cfg: &Config) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
             write_path(write_path(w, from), to);
         })),
         field!("temp_dir", |w| w.u8(cfg.temp_dir.into())),
+        field!("dir_in", |w| w.opt(cfg.dir_in.as_deref(), |w, p| {
+            write_path(w, p);
+        })),
         field!("uid", |w| w.opt(cfg.uid, u32_of)),
         field!("gid", |w| w.opt(cfg.gid, u32_of)),
         field!("user", |w| w.opt(cfg.user.as_deref(), |w, u| {

@@ -35,8 +35,8 @@ use crate::sys::{self, Pid};
 use rendezvous::{Locked, Rendezvous};
 use wire::{Attached, Reader, Writer};
 
-pub(crate) use rendezvous::{lock_file, own_dir};
 pub use rendezvous::SCOPE_ENV;
+pub(crate) use rendezvous::{lock_file, own_dir};
 
 /// How much longer than its readiness timeout a user waits for the keeper's answer (the start
 /// of the keeper and of the guardian, a stop of a previous server).

@@ -1,7 +1,8 @@
 //! Raw platform calls, and the only place that sends signals.
 //!
 //! One file per mechanism: those every Unix has here (`fd`, `fd_passing`, `signal`, `wait`,
-//! `process`, `spawn`, `user`, `locks`, `peer`), the rest in `linux/` and `macos/` (subreaper, pidfd or
+//! `process`, `spawn`, `user`, `locks`, `peer`,
+//! `statvfs`), the rest in `linux/` and `macos/` (subreaper, pidfd or
 //! kqueue, `/proc` or libproc, seccomp, sock_diag), which give the same names. This file is the
 //! facade: the list below is everything the rest of the crate may use.
 //!
@@ -22,6 +23,7 @@ mod peer;
 mod process;
 mod signal;
 mod spawn;
+mod statvfs;
 mod user;
 mod wait;
 
@@ -63,6 +65,7 @@ pub(crate) use signal::{
     group_probe, protect, reset_signals, set_ignored, signal, Target, MAX_SIGNAL,
 };
 pub(crate) use spawn::{execve, fork, spawn_shared};
+pub(crate) use statvfs::free_bytes;
 pub(crate) use user::{effective_uid, group_list, lookup_user, set_credentials};
 pub(crate) use wait::{peek_exit, reap_any, try_reap, WaitStatus};
 
