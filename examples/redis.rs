@@ -1,14 +1,13 @@
-//! Redis under a fixture: ready when it logs that it accepts connections, then a `PING`.
+//! Redis from the ready-made fixture (`process_fixture::servers::Redis`: no persistence,
+//! 127.0.0.1 only, ready when it logs that it accepts connections), then a `PING`.
 //!
 //! ```text
 //! cargo run --example redis
 //! ```
 //!
 //! Needs `redis-server` (Debian: `apt-get install redis-server`): the program named by
-//! `REDIS_SERVER`, or `redis-server` on `PATH`. Without it, prints
-//! `skipped: redis not found; set REDIS_SERVER=/path/to/redis-server`, unless `CI` is set: then
-//! that is an error.
-//! tests/real_servers.rs runs this as a test.
+//! `REDIS_SERVER`, or `redis-server` on `PATH`. Without it, prints `skipped: …`, unless `CI` is
+//! set: then that is an error. tests/real_servers.rs runs this as a test.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -17,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use process_fixture::{ProcessFixture, Ready};
+use process_fixture::servers::Redis;
 
 fn main() -> common::Result {
     run()
@@ -25,21 +24,11 @@ fn main() -> common::Result {
 
 /// Starts redis-server, PINGs it, stops it and checks that nothing of it survived.
 pub(crate) fn run() -> common::Result {
-    let found = common::locate("redis", "REDIS_SERVER", "/path/to/redis-server", || {
-        common::find_program("redis-server", &[])
-    })?;
-    let Some(redis) = found else {
+    // The ready-made builder: change anything on it before the spawn.
+    let Some(mut builder) = common::installed(Redis::new().builder())? else {
         return Ok(());
     };
-    let mut builder = ProcessFixture::builder(redis);
-    builder
-        .args(["--port", "{port}", "--bind", "127.0.0.1"])
-        // No snapshot, no append-only file: nothing to write at the stop; and whatever it
-        // writes goes to the fixture's directory.
-        .args(["--save", "", "--appendonly", "no", "--dir", "{dir}"])
-        // With no log file configured, Redis logs to stdout.
-        .ready(Ready::stdout("Ready to accept connections"))
-        .ready_timeout(Duration::from_secs(10));
+    builder.ready_timeout(Duration::from_secs(10));
     common::exercise("redis", &builder, |srv| {
         let reply = ping(srv.port())?;
         println!("redis: PING -> {reply:?}");

@@ -59,6 +59,19 @@ pub fn locate(
     }
 }
 
+/// A ready-made server's builder (`process_fixture::servers`), or `None` after saying why it is
+/// skipped when its server is not installed; in CI that is an error instead.
+pub fn installed<T>(made: std::result::Result<T, process_fixture::Error>) -> Result<Option<T>> {
+    match made {
+        Err(process_fixture::Error::NotInstalled { program, hint }) if !in_ci() => {
+            let line = format!("skipped: {program} not found: {hint}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            Ok(None)
+        }
+        other => Ok(Some(other?)),
+    }
+}
+
 /// gunicorn: the program named by `GUNICORN`, else `gunicorn` on `PATH` (see [`locate`]).
 pub fn gunicorn() -> Result<Option<PathBuf>> {
     locate("gunicorn", "GUNICORN", "/path/to/gunicorn", || {
