@@ -271,6 +271,31 @@ fn the_zygote_hook_is_kept_by_the_linker() {
     assert_eq!(uses("shared/keeper.rs", "#[used]").len(), 1);
 }
 
+/// Every ready-made server hands out the builder it makes, so that a user can change anything;
+/// and none starts a process but through a fixture (the `pg_config --bindir` query aside).
+#[test]
+fn ready_made_servers_expose_their_builder() {
+    for file in [
+        "servers/postgres.rs",
+        "servers/redis.rs",
+        "servers/nginx.rs",
+    ] {
+        assert_eq!(
+            uses(file, "pub fn builder(&self) -> Result<Builder, Error>").len(),
+            1,
+            "{file}"
+        );
+    }
+    assert_eq!(
+        offenders(
+            "Command::new(",
+            &["guardian/", "shared/", "servers/postgres.rs"]
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(uses("servers/postgres.rs", "Command::new(").len(), 1);
+}
+
 /// A shared server's keeper never holds a test runner's pipes (nextest would wait for them, and
 /// call the test leaky) and never shares the test's process group (a Ctrl-C or a runner's kill
 /// of the test's group must not take the server of the other tests with it).
