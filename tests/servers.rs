@@ -270,3 +270,23 @@ fn nginx_serves_its_locations_and_the_default_one() {
     drop(web);
     assert!(!dir.exists());
 }
+
+#[test]
+fn redis_and_nginx_can_be_shared_too() {
+    let Some(a) = installed(Redis::shared()) else {
+        return;
+    };
+    let b = Redis::shared().unwrap();
+    assert_eq!((a.pid(), a.port()), (b.pid(), b.port()));
+    assert!(a.shared().is_some() && a.fixture().is_none());
+    let Some(web) = installed(Nginx::new().spawn_shared()) else {
+        return;
+    };
+    assert_eq!(support::http_get(web.port(), "/").unwrap(), "ok\n");
+    // Another configuration is another server.
+    let other = Nginx::with_config("location / { return 200 'other'; }")
+        .spawn_shared()
+        .unwrap();
+    assert_ne!(other.pid(), web.pid());
+    assert_eq!(support::http_get(other.port(), "/").unwrap(), "other");
+}

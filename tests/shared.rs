@@ -222,28 +222,35 @@ fn threads_of_one_process_share_one_server() {
     assert!(marked_processes(&mark).is_empty());
 }
 
+/// `n` test processes of one run, started at once and attached: their server's pid (checked
+/// to be one for all) and the members.
+fn one_run(n: usize, file: &Path, mark: &str) -> (u32, Vec<Member>) {
+    let run = [("NEXTEST_RUN_ID", mark)];
+    let mut members: Vec<Member> = (0..n)
+        .map(|_| start_member(file, mark, true, &run))
+        .collect();
+    let pids: Vec<u32> = members.iter_mut().map(|m| m.number("pid")).collect();
+    assert!(pids.iter().all(|&p| p == pids[0]), "one server: {pids:?}");
+    (pids[0], members)
+}
+
 #[test]
 fn test_processes_of_one_run_share_one_server_and_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("starts");
     let mark = marker("processes");
-    let run = [("NEXTEST_RUN_ID", mark.as_str())];
-    let mut members: Vec<Member> = (0..4)
-        .map(|_| start_member(&file, &mark, true, &run))
-        .collect();
-    let pids: Vec<u32> = members.iter_mut().map(|m| m.number("pid")).collect();
-    assert!(pids.iter().all(|&p| p == pids[0]), "one server: {pids:?}");
+    let (pid, mut members) = one_run(4, &file, &mark);
     let creators = members
         .iter_mut()
         .filter_map(|m| m.report().contains("started_here=true").then_some(()))
         .count();
     assert_eq!(creators, 1);
-    assert_eq!(starts(&file), [pids[0]]);
+    assert_eq!(starts(&file), [pid]);
     let keeper = members[0].number("keeper");
     for m in members {
         m.finish();
     }
-    assert_stopped(keeper, pids[0], None);
+    assert_stopped(keeper, pid, None);
     assert!(
         wait_until(SOON, || marked_processes(&mark).is_empty()),
         "left: {:?}",
@@ -256,12 +263,7 @@ fn eight_processes_racing_start_exactly_one_server() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("starts");
     let mark = marker("race");
-    let run = [("NEXTEST_RUN_ID", mark.as_str())];
-    let mut members: Vec<Member> = (0..8)
-        .map(|_| start_member(&file, &mark, true, &run))
-        .collect();
-    let pids: Vec<u32> = members.iter_mut().map(|m| m.number("pid")).collect();
-    assert!(pids.iter().all(|&p| p == pids[0]), "one server: {pids:?}");
+    let (_, members) = one_run(8, &file, &mark);
     assert_eq!(starts(&file).len(), 1);
     for m in members {
         m.finish();

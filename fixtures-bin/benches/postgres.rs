@@ -19,10 +19,7 @@ use process_fixture::servers::Postgres;
 use process_fixture::Error;
 
 fn rounds() -> usize {
-    std::env::var("PF_BENCH_N")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(50)
+    fixtures_bin::rounds(50)
 }
 
 fn schema() -> String {

@@ -29,10 +29,7 @@ const ACTIVATED: &str = env!("CARGO_BIN_EXE_activated-server");
 const SETTLE_MAX: Duration = Duration::from_secs(10);
 
 fn rounds() -> usize {
-    std::env::var("PF_BENCH_N")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(30)
+    fixtures_bin::rounds(30)
 }
 
 fn server(mode: &str, workers: usize) -> Builder {

@@ -19,10 +19,7 @@ use process_fixture::{Builder, ProcessFixture, Ready};
 const SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
 
 fn rounds() -> usize {
-    std::env::var("PF_BENCH_N")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100)
+    fixtures_bin::rounds(100)
 }
 
 fn server() -> Builder {

@@ -26,3 +26,11 @@ pub fn summary(samples: &mut [std::time::Duration]) -> String {
         samples.len()
     )
 }
+
+/// How many rounds a bench runs: `PF_BENCH_N`, else `default`.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("PF_BENCH_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
