@@ -285,6 +285,26 @@ impl Builder {
         self
     }
 
+    /// Lets the server write to this process's own stdout and stderr instead of capturing them:
+    /// for a command whose output is the point (the test command of the `process-fixture`
+    /// CLI). Nothing is then captured: [`ProcessFixture::stdout`] is empty, errors carry no
+    /// output tail, and a line probe never matches.
+    ///
+    /// ```
+    /// let srv = process_fixture::ProcessFixture::builder("echo")
+    ///     .arg("straight to the terminal")
+    ///     .inherit_output()
+    ///     .allow_early_exit()
+    ///     .ready(process_fixture::Ready::none())
+    ///     .spawn()?;
+    /// assert_eq!(srv.stdout(), "");
+    /// # Ok::<(), process_fixture::Error>(())
+    /// ```
+    pub fn inherit_output(&mut self) -> &mut Self {
+        self.cfg.inherit_output = true;
+        self
+    }
+
     /// Makes the fixture's directory in `base` instead of `std::env::temp_dir()` (`$TMPDIR`):
     /// on a tmpfs such as `/dev/shm`, for a server that writes a lot and need not keep it.
     ///

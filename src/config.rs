@@ -60,6 +60,8 @@ pub(crate) struct Config {
     /// The fixture listens on its ports itself and passes the sockets to the server
     /// ([`Builder::socket_activation`](crate::Builder::socket_activation)).
     pub(crate) socket_activation: bool,
+    /// The server writes to the test process's own stdout and stderr, uncaptured.
+    pub(crate) inherit_output: bool,
     /// A shared server: how long it outlives its last user.
     pub(crate) linger: Duration,
 }
@@ -89,6 +91,7 @@ impl Config {
             echo: None,
             allow_early_exit: false,
             socket_activation: false,
+            inherit_output: false,
             linger: DEFAULT_LINGER,
         }
     }

@@ -142,7 +142,7 @@ pub use error::{
 pub use fixture::ProcessFixture;
 pub use inspect::Process;
 pub use output::OUTPUT_CAP;
-pub use ready::Ready;
+pub use ready::{ParseReadyError, Ready};
 pub use report::{Containment, GuardianKind, StopReport};
 pub use shared::{SharedFixture, SCOPE_ENV};
 pub use signal::Signal;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -241,8 +241,20 @@ fn server_cwd(cfg: &Config, values: &Values) -> Option<PathBuf> {
 /// server's output.
 fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
     let io = |context| Error::io(&lasting.program, context);
-    let (out_r, out_w) = sys::pipe().map_err(io("creating a pipe"))?;
-    let (err_r, err_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    let (out_r, mut out_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    let (err_r, mut err_w) = sys::pipe().map_err(io("creating a pipe"))?;
+    if cfg.inherit_output {
+        // The server gets our own stdout and stderr; the pipes' write ends are dropped, so the
+        // monitor reads an empty output at once (there is nothing to drain).
+        out_w = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io("duplicating stdout"))?;
+        err_w = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io("duplicating stderr"))?;
+    }
     let listeners: Vec<RawFd> = lasting.listeners.iter().map(AsRawFd::as_raw_fd).collect();
     let launched =
         guardian::launch(&p.plan, out_w, err_w, &listeners).map_err(io("starting the guardian"))?;

@@ -18,9 +18,11 @@
 
 mod context;
 mod http;
+mod parse;
 mod probe;
 mod wait;
 
+pub use parse::ParseReadyError;
 pub(crate) use probe::Probe;
 pub use probe::Ready;
 

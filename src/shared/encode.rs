@@ -66,6 +66,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Config> {
     cfg.user = get("user")?.opt(|r| r.string())?;
     cfg.allow_early_exit = flag(get("allow_early_exit")?)?;
     cfg.socket_activation = flag(get("socket_activation")?)?;
+    cfg.inherit_output = flag(get("inherit_output")?)?;
     cfg.linger = duration(&mut get("linger")?)?;
     Some(cfg)
 }
@@ -115,6 +116,7 @@ pub(super) fn show(cfg: &Config, field: &str) -> String {
         "user" => format!("{:?}", cfg.user),
         "allow_early_exit" => format!("{}", cfg.allow_early_exit),
         "socket_activation" => format!("{}", cfg.socket_activation),
+        "inherit_output" => format!("{}", cfg.inherit_output),
         _ => "?".to_owned(),
     }
 }
@@ -178,6 +180,7 @@ fn fields(cfg: &Config) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         })),
         field!("allow_early_exit", |w| w.u8(cfg.allow_early_exit.into())),
         field!("socket_activation", |w| w.u8(cfg.socket_activation.into())),
+        field!("inherit_output", |w| w.u8(cfg.inherit_output.into())),
         field!("linger", |w| write_duration(&mut w, cfg.linger)),
     ])
 }
