@@ -60,6 +60,15 @@ fn within(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// The value of `name=` in a line the CLI or the test command printed.
+fn field(line: &str, name: &str) -> String {
+    let value = line.split(&format!("{name}=")).nth(1);
+    let value = value.and_then(|v| v.split_whitespace().next());
+    value
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        .to_owned()
+}
+
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -79,15 +88,7 @@ fn the_exit_status_is_the_test_commands_and_it_gets_port_and_url() {
     ]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    let port: u16 = said
-        .split("port=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port: u16 = field(&said, "port").parse().unwrap();
     assert!(
         said.contains(&format!("url=http://127.0.0.1:{port}")),
         "{said}"
@@ -207,19 +208,10 @@ fn running() -> (Child, u16, u32) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let field = |name: &str| {
-        line.split(&format!("{name}="))
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
     (
         child,
-        field("port").parse().unwrap(),
-        field("pid").parse().unwrap(),
+        field(&line, "port").parse().unwrap(),
+        field(&line, "pid").parse().unwrap(),
     )
 }
 
@@ -262,15 +254,7 @@ fn up_prints_where_and_stops_on_sigterm() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("web: port="), "{line}");
-    let port: u16 = line
-        .split("port=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port: u16 = field(&line, "port").parse().unwrap();
     assert!(!port_free(port));
     // SAFETY: kill takes no pointer; the pid is our unreaped child's.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
