@@ -2,6 +2,7 @@
 //! status: the command's own; 125 when a server never became ready; 124 with
 //! `--fail-on-server-exit` when a server exited meanwhile; 128 + the signal on SIGINT/SIGTERM.
 
+use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -88,16 +89,16 @@ pub(crate) fn up(args: &ServerArgs, signals: &Receiver<i32>) -> i32 {
         Ok(started) => started,
         Err(code) => return code,
     };
+    // Written with errors ignored: a reader that went away must not end us before the stop.
+    let mut out = std::io::stdout().lock();
     for s in &started {
         let name = s.name.as_deref().unwrap_or("server");
-        println!(
-            "{name}: port={} url={} pid={}",
-            s.fixture.port(),
-            s.fixture.url(),
-            s.fixture.pid()
-        );
+        let (port, url, pid) = (s.fixture.port(), s.fixture.url(), s.fixture.pid());
+        let _ = writeln!(out, "{name}: port={port} url={url} pid={pid}");
     }
-    println!("up: Ctrl-C to stop");
+    let _ = writeln!(out, "up: Ctrl-C to stop");
+    let _ = out.flush();
+    drop(out);
     let _ = signals.recv();
     stop_all(started);
     0

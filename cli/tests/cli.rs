@@ -250,9 +250,8 @@ fn up_prints_where_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()); // kept open: the CLI prints on
+    out.read_line(&mut line).unwrap();
     assert!(line.starts_with("web: port="), "{line}");
     let port: u16 = field(&line, "port").parse().unwrap();
     assert!(!port_free(port));
