@@ -12,6 +12,7 @@ use crate::inspect::Process;
 use crate::pause;
 use crate::report::StopReport;
 use crate::running::Running;
+use crate::signal::Signal;
 use crate::teardown;
 use crate::wait_output::OutputSearch;
 
@@ -443,6 +444,35 @@ impl ProcessFixture {
             Some(mut inner) => teardown::stop(&mut inner),
             None => unreachable!("inner is present until stop or drop"),
         }
+    }
+
+    /// [`ProcessFixture::stop`], with `signal` for the leader instead of the configured stop
+    /// signal (the rest of the sequence is the same): to pass on a signal the test process got,
+    /// as the `process-fixture` CLI does with Ctrl-C. An invalid signal number is
+    /// [`Error::InvalidSignal`](crate::Error::InvalidSignal), and the fixture is then stopped
+    /// with its own signal.
+    ///
+    /// ```
+    /// use process_fixture::{ProcessFixture, Ready, Signal};
+    /// use std::os::unix::process::ExitStatusExt;
+    /// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none()).spawn()?;
+    /// let report = srv.stop_with(Signal::INT)?;
+    /// assert_eq!(report.exit_status.and_then(|s| s.signal()), Some(2)); // SIGINT ended it
+    /// # Ok::<(), process_fixture::Error>(())
+    /// ```
+    pub fn stop_with(mut self, signal: Signal) -> Result<StopReport, Error> {
+        let Some(mut inner) = self.inner.take() else {
+            unreachable!("inner is present until stop or drop")
+        };
+        let raw = signal.as_raw();
+        if !(1..=crate::sys::MAX_SIGNAL).contains(&raw) {
+            let _ = teardown::stop(&mut inner);
+            return Err(Error::InvalidSignal {
+                program: inner.program.clone(),
+                signal: raw,
+            });
+        }
+        teardown::stop_with(&mut inner, Some(raw))
     }
 }
 

@@ -278,7 +278,7 @@ fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
     let monitor = match Monitor::start(sources, p.watches, cfg.echo()) {
         Ok(m) => m,
         Err(e) => {
-            teardown::send_stop(&writer, false); // the guardian stops what it started
+            teardown::send_stop(&writer, false, None); // the guardian stops what it started
             return Err(io("starting the output monitor")(e));
         }
     };

@@ -23,7 +23,12 @@ const FORKED_EXIT_WAIT: Duration = Duration::from_millis(100);
 /// Stops the fixture: returns once the guardian reported that nothing is left, or its bound
 /// passed. A server that had crashed before the stop is an error unless it was allowed to.
 pub(crate) fn stop(run: &mut Running) -> Result<StopReport, Error> {
-    let report = finish(run)?;
+    stop_with(run, None)
+}
+
+/// [`stop`], the leader signalled with `signal` instead of the configured stop signal.
+pub(crate) fn stop_with(run: &mut Running, signal: Option<i32>) -> Result<StopReport, Error> {
+    let report = finish_keeping(run, false, signal)?;
     match report.exit_status {
         Some(status) if report.exited_before_stop && !status.success() && !run.allow_early_exit => {
             Err(Error::ExitedBeforeStop {
@@ -41,17 +46,21 @@ pub(crate) fn stop(run: &mut Running) -> Result<StopReport, Error> {
 /// files, for the next server. A server that had exited on its own is no error here: the
 /// report says so, and the restart starts it again.
 pub(crate) fn stop_for_restart(run: &mut Running) -> Result<StopReport, Error> {
-    finish_keeping(run, true)
+    finish_keeping(run, true, None)
 }
 
 /// Sends STOP, waits for the report, then (bounded) for the guardian to be gone, and stops the
 /// monitor. Idempotent: a second call finds the control socket gone and reports nothing more.
 pub(crate) fn finish(run: &mut Running) -> Result<StopReport, Error> {
-    finish_keeping(run, false)
+    finish_keeping(run, false, None)
 }
 
 /// [`finish`]; with `keep_dir`, the guardian leaves the fixture's directory in place.
-fn finish_keeping(run: &mut Running, keep_dir: bool) -> Result<StopReport, Error> {
+fn finish_keeping(
+    run: &mut Running,
+    keep_dir: bool,
+    signal: Option<i32>,
+) -> Result<StopReport, Error> {
     let started = Instant::now();
     let Some(ctl) = run.ctl.take() else {
         return Err(incomplete(
@@ -63,7 +72,7 @@ fn finish_keeping(run: &mut Running, keep_dir: bool) -> Result<StopReport, Error
         ));
     };
     // No directory left to remove here: kept for a look (a failed spawn), or never made.
-    send_stop(&ctl, keep_dir || run.dir.is_none());
+    send_stop(&ctl, keep_dir || run.dir.is_none(), signal);
     let bound = guardian::stop_bound(run.grace);
     let outcome = run.monitor.wait_for(Deadline::from(started, bound), |s| {
         let died = s.guardian_died.map(Err);
@@ -115,9 +124,10 @@ fn confirmed(run: &Running, stopped: &Stopped, elapsed: Duration) -> Result<Stop
 
 /// Asks the guardian to stop: one message, retried briefly if the socket is full. `keep_dir`:
 /// the fixture's directory stays (a failed spawn's, for a look).
-pub(crate) fn send_stop(ctl: &OwnedFd, keep_dir: bool) {
+pub(crate) fn send_stop(ctl: &OwnedFd, keep_dir: bool, signal: Option<i32>) {
     let mut msg = Msg::new(Msg::STOP);
     msg.flags = if keep_dir { Msg::F_KEEP_DIR } else { 0 };
+    msg.detail = signal.map_or(0, |s| s as u32);
     let deadline = Deadline::after(Duration::from_secs(1));
     while sys::write_once(ctl.as_raw_fd(), msg.as_bytes()) != Msg::SIZE as isize {
         if sys::errno() != libc::EAGAIN || deadline.passed() {

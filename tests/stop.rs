@@ -843,3 +843,28 @@ fn a_stuck_guardian_does_not_slow_other_fixtures() {
     );
     assert!(support::port_is_free(stuck_port));
 }
+
+#[test]
+fn stop_with_sends_the_signal_given_instead_of_the_configured_one() {
+    // well-behaved exits 0 on SIGTERM; SIGINT, which it does not handle, kills it.
+    let fx = server("well-behaved", &[]).spawn().expect("spawn");
+    let (pgid, port) = (fx.pgid(), fx.port());
+    let report = fx
+        .stop_with(process_fixture::Signal::INT)
+        .expect("stop_with");
+    assert_eq!(
+        report.exit_status.and_then(|s| s.signal()),
+        Some(libc::SIGINT),
+        "{report:?}"
+    );
+    assert!(!report.escalated);
+    support::assert_nothing_left(pgid, &[], port);
+    let fx = server("well-behaved", &[]).spawn().expect("spawn");
+    let e = fx
+        .stop_with(process_fixture::Signal::from_raw(0))
+        .unwrap_err();
+    assert!(
+        matches!(e, process_fixture::Error::InvalidSignal { signal: 0, .. }),
+        "{e}"
+    );
+}

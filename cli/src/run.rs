@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use process_fixture::{Builder, Error, ProcessFixture, Ready};
+use process_fixture::{Builder, Error, ProcessFixture, Ready, Signal};
 
 use crate::args::{Server, ServerArgs};
 
@@ -59,7 +59,8 @@ pub(crate) fn run(
     while test.is_running() {
         match signals.recv_timeout(wait) {
             Ok(sig) => {
-                let _ = test.stop(); // SIGTERM, its grace, then SIGKILL: its whole tree
+                // Passed on to the test command; then its grace, SIGKILL, its whole tree.
+                let _ = test.stop_with(Signal::from_raw(sig));
                 stop_all(started);
                 return 128 + sig;
             }

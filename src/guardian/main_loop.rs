@@ -66,6 +66,8 @@ pub(super) struct Guardian<'a> {
     pub(super) gone_reported: bool,
     /// STOP asked to keep the fixture's directory.
     keep_dir: bool,
+    /// STOP named the signal for the leader (else the plan's).
+    pub(super) stop_signal: Option<libc::c_int>,
     /// PAUSE was the last of PAUSE and RESUME: the stop thaws the tree first.
     pub(super) paused: bool,
     /// Partial control message from the test side.
@@ -105,6 +107,7 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
         leader_exit_reported: false,
         gone_reported: false,
         keep_dir: false,
+        stop_signal: None,
         paused: false,
         ctl_buf: [0; Msg::SIZE],
         ctl_len: 0,
@@ -253,6 +256,8 @@ impl Guardian<'_> {
                 match msg.kind {
                     Msg::STOP => {
                         self.keep_dir = msg.flags & Msg::F_KEEP_DIR != 0;
+                        let sig = msg.detail as libc::c_int;
+                        self.stop_signal = (1..=sys::MAX_SIGNAL).contains(&sig).then_some(sig);
                         return true;
                     }
                     Msg::PAUSE => self.pause(msg.seq),

@@ -23,7 +23,7 @@ use crate::sys::{Pid, WaitStatus};
 /// Bumped whenever a message or the plan changes shape: a zygote of another build refuses to
 /// serve (the executable was replaced by a rebuild while tests ran), and the test side falls
 /// back to a forked guardian.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 
 /// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32.
 #[repr(C)]
@@ -88,7 +88,8 @@ impl Msg {
     pub(crate) const F_LEADER_EXITED_BEFORE: u32 = 64;
     /// `SPAWNED`: the guardian was forked by the zygote (not from the test process).
     pub(crate) const F_ZYGOTE: u32 = 128;
-    /// `STOP`: keep the fixture's directory (a failed spawn's, kept for inspection).
+    /// `STOP`: keep the fixture's directory (a failed spawn's, kept for inspection). A `STOP`'s
+    /// `detail`, when not 0, is the signal for the leader instead of the plan's stop signal.
     pub(crate) const F_KEEP_DIR: u32 = 256;
     /// `FROZEN`: the fixture is paused now (else: running again).
     pub(crate) const F_PAUSED: u32 = 512;

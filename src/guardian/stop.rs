@@ -55,7 +55,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     // 1. Leader first: nginx, gunicorn and PostgreSQL stop their workers when the master is asked.
     //    SIGCONT with it: a stopped leader could not act on it. A leader that ignores the signal
     //    gets no grace.
-    let sig = g.plan.stop_signal;
+    let sig = g.stop_signal.unwrap_or(g.plan.stop_signal);
     // Counted before any signal: the processes the stop is about (nginx: master and workers).
     msg.processes = g.tree.count_live(&g.leader) + u32::from(!g.leader.exited());
     if !g.leader.exited() {
