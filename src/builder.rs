@@ -409,6 +409,20 @@ impl Builder {
         self
     }
 
+    /// Echoes the server's lines ([`Builder::echo_output`]) prefixed `[prefix]` instead of
+    /// `[program]`, and, with `to_stderr`, every line to stderr, stdout's too: for a command
+    /// line tool whose stdout belongs to another program (the `process-fixture` CLI's `--echo`).
+    ///
+    /// ```
+    /// let _ = process_fixture::ProcessFixture::builder("redis-server").echo_as("db", true);
+    /// ```
+    pub fn echo_as(&mut self, prefix: &str, to_stderr: bool) -> &mut Self {
+        self.cfg.echo = Some(true);
+        self.cfg.echo_prefix = Some(prefix.to_owned());
+        self.cfg.echo_to_stderr = to_stderr;
+        self
+    }
+
     /// Socket activation, as systemd does it: the fixture itself listens on `127.0.0.1` on its
     /// port and on each named port before the server starts, and passes the sockets to the
     /// server as fds 3, 4, … (the fixture's port first, then the named ports sorted by name),

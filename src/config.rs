@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::output::Echo;
 use crate::placeholders::{find, named_ports};
 use crate::ready::Ready;
 use crate::report::Containment;
@@ -54,6 +55,10 @@ pub(crate) struct Config {
     pub(crate) gid: Option<u32>,
     pub(crate) user: Option<String>,
     pub(crate) echo: Option<bool>,
+    /// The echo's prefix instead of the program's name.
+    pub(crate) echo_prefix: Option<String>,
+    /// Echo every line to stderr.
+    pub(crate) echo_to_stderr: bool,
     /// Whether the server may exit on its own before the stop
     /// ([`Builder::allow_early_exit`](crate::Builder::allow_early_exit)).
     pub(crate) allow_early_exit: bool,
@@ -89,6 +94,8 @@ impl Config {
             gid: None,
             user: None,
             echo: None,
+            echo_prefix: None,
+            echo_to_stderr: false,
             allow_early_exit: false,
             socket_activation: false,
             inherit_output: false,
@@ -100,14 +107,18 @@ impl Config {
         self.program.to_string_lossy().into_owned()
     }
 
-    pub(crate) fn echo(&self) -> Option<String> {
+    pub(crate) fn echo(&self) -> Option<Echo> {
         let from_env = || std::env::var_os(ECHO_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         let on = self.echo.unwrap_or_else(from_env);
         on.then(|| {
             let name = Path::new(&self.program)
                 .file_name()
                 .unwrap_or(&self.program);
-            name.to_string_lossy().into_owned()
+            Echo {
+                prefix: (self.echo_prefix.clone())
+                    .unwrap_or_else(|| name.to_string_lossy().into_owned()),
+                to_stderr: self.echo_to_stderr,
+            }
         })
     }
 

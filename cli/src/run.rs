@@ -143,8 +143,14 @@ fn builder(server: &Server, args: &ServerArgs) -> Builder {
         .ready(server.ready.clone())
         .ready_timeout(args.timeout)
         .grace_period(args.grace)
-        .allow_early_exit() // a server that exits is reported here, not by a panic
-        .echo_output(args.echo);
+        .allow_early_exit(); // a server that exits is reported here, not by a panic
+    if args.echo {
+        let name = server.name.clone();
+        let program = std::path::Path::new(&server.words[0])
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        b.echo_as(&name.or(program).unwrap_or_default(), true);
+    }
     if let Some(port) = server.port {
         b.port(port);
     }

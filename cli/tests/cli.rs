@@ -260,3 +260,24 @@ fn up_prints_where_and_stops_on_sigterm() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert!(port_free(port));
 }
+
+#[test]
+fn echo_prints_each_server_line_on_stderr_with_its_name() {
+    let out = cli(&[
+        "run",
+        "--echo",
+        "--server",
+        &format!("api={}", server("well-behaved")),
+        "--",
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("[api] listening on 127.0.0.1:"), "{err}");
+    assert!(
+        !text(&out.stdout).contains("listening"),
+        "stdout is the test command's"
+    );
+}

@@ -27,7 +27,7 @@ use crate::sys;
 
 use reader::Reader;
 pub(crate) use state::{Listener, State};
-pub(crate) use stream::{LineWatch, Which};
+pub(crate) use stream::{Echo, LineWatch, Which};
 
 /// Bytes of each stream kept in memory (the most recent ones): 1 MiB.
 pub const OUTPUT_CAP: usize = 1 << 20;
@@ -71,7 +71,7 @@ impl Monitor {
     pub(crate) fn start(
         sources: Sources,
         watches: Vec<LineWatch>,
-        echo: Option<String>,
+        echo: Option<Echo>,
     ) -> io::Result<Monitor> {
         let Sources {
             stdout,

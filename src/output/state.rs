@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::guardian::{Frozen, Msg, Report, Stopped};
 use crate::sys;
 
-use super::stream::{echo, LineWatch, Stream};
+use super::stream::{echo, Echo, LineWatch, Stream};
 
 /// A TCP socket a process of the fixture listens on (reported by the guardian).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub(crate) struct State {
     /// sd_notify: the last `STATUS=` line.
     pub notify_status: Option<String>,
     /// Prefix for echoing each line to the test's output (`Builder::echo_output`).
-    pub(super) echo: Option<String>,
+    pub(super) echo: Option<Echo>,
     /// Threads waiting for new output (`wait_for_output`): each chunk is then an event.
     pub output_waiters: usize,
     /// Bumped on every event a waiter may care about.
@@ -87,8 +87,8 @@ impl State {
     }
 
     fn on_line(&mut self, stderr: bool, line: &str) {
-        if let Some(prefix) = &self.echo {
-            echo(prefix, stderr, line);
+        if let Some(how) = &self.echo {
+            echo(how, stderr, line);
         }
         for (i, watch) in self.watches.iter().enumerate() {
             if self.matched[i] || !watch.which.covers(stderr) {

@@ -133,7 +133,16 @@ impl Stream {
 
 /// Prints a server's line through the test harness's output capture (`print!` from a thread
 /// spawned by the test is captured with that test's output), ignoring a closed stdout.
-pub(super) fn echo(prefix: &str, stderr: bool, line: &str) {
+/// How lines are echoed (`Builder::echo_output`, `echo_prefix`, `echo_to_stderr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Echo {
+    pub(crate) prefix: String,
+    /// Every line to stderr, stdout's too (a command line tool whose stdout is another's).
+    pub(crate) to_stderr: bool,
+}
+
+pub(super) fn echo(how: &Echo, stderr: bool, line: &str) {
+    let (prefix, stderr) = (&how.prefix, stderr || how.to_stderr);
     let text = format!("[{prefix}] {line}\n");
     // `print!` is what the harness captures; a plain write would bypass it. It panics only
     // when the real stdout is gone, which a monitor thread must survive.
