@@ -143,6 +143,6 @@ pub use fixture::ProcessFixture;
 pub use inspect::Process;
 pub use output::OUTPUT_CAP;
 pub use ready::{ParseReadyError, Ready};
-pub use report::{Containment, GuardianKind, StopReport};
+pub use report::{Containment, GuardianKind, StopReport, UsageSource};
 pub use shared::{SharedFixture, SCOPE_ENV};
 pub use signal::Signal;

@@ -78,6 +78,34 @@ pub struct StopReport {
     pub containment: Containment,
     /// Where the guardian came from.
     pub guardian: GuardianKind,
+    /// CPU time (user + system) the server's processes used, the whole tree that the guardian
+    /// reaped (see [`StopReport::usage_source`]).
+    pub cpu_time: Option<Duration>,
+    /// Peak memory (resident set), in bytes: of the largest process reaped (see
+    /// [`StopReport::usage_source`]).
+    pub peak_memory: Option<u64>,
+    /// Where `cpu_time` and `peak_memory` come from; `None` when they are unknown.
+    pub usage_source: Option<UsageSource>,
+}
+
+/// Where a [`StopReport`]'s `cpu_time` and `peak_memory` come from.
+///
+/// ```
+/// use process_fixture::{ProcessFixture, Ready, UsageSource};
+/// let srv = ProcessFixture::builder("sleep").arg("60").ready(Ready::none()).spawn()?;
+/// let report = srv.stop()?;
+/// assert_eq!(report.usage_source, Some(UsageSource::Reaped));
+/// println!("{report}"); // …, used 0.6ms of CPU, peak 1.9 MiB (largest process)
+/// # Ok::<(), process_fixture::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageSource {
+    /// The resource usage of the processes the guardian reaped (`getrusage(RUSAGE_CHILDREN)`):
+    /// their CPU, with that of the children they reaped themselves; the peak memory of the
+    /// largest one (not the sum). A process of the tree that another process reaped without
+    /// waiting for it is not counted (under `Containment::ProcessGroup`, orphans reaped by init).
+    Reaped,
 }
 
 impl std::fmt::Display for StopReport {
@@ -102,6 +130,14 @@ impl std::fmt::Display for StopReport {
             f,
             ", {escalation}, {} other process(es) signalled ({} escapee(s)), containment: {:?}",
             self.processes_signalled, self.escapees_signalled, self.containment
-        )
+        )?;
+        if let (Some(cpu), Some(peak)) = (self.cpu_time, self.peak_memory) {
+            let mib = peak as f64 / f64::from(1 << 20);
+            write!(
+                f,
+                ", used {cpu:.1?} of CPU, peak {mib:.1} MiB (largest process)"
+            )?;
+        }
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::deadline::Deadline;
 use crate::error::{Error, StopFailure};
 use crate::guardian::{self, Msg, Origin, Outcome, Stopped};
-use crate::report::{Containment, GuardianKind, StopReport};
+use crate::report::{Containment, GuardianKind, StopReport, UsageSource};
 use crate::running::Running;
 use crate::sys;
 
@@ -155,6 +155,9 @@ fn report(run: &Running, stopped: &Stopped, elapsed: Duration) -> StopReport {
             Origin::Zygote => GuardianKind::Zygote,
             Origin::Forked(_) => GuardianKind::Forked,
         },
+        cpu_time: stopped.usage.map(|(us, _)| Duration::from_micros(us)),
+        peak_memory: stopped.usage.map(|(_, rss)| rss).filter(|&rss| rss > 0),
+        usage_source: stopped.usage.map(|_| UsageSource::Reaped),
     }
 }
 

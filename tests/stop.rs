@@ -868,3 +868,26 @@ fn stop_with_sends_the_signal_given_instead_of_the_configured_one() {
         "{e}"
     );
 }
+
+#[test]
+fn the_report_says_what_the_server_used() {
+    // 300 ms of CPU burnt by the server before it binds; an idle one next to it.
+    let busy = server("well-behaved", &["--burn-ms", "300"])
+        .spawn()
+        .expect("spawn");
+    let idle = server("well-behaved", &[]).spawn().expect("spawn");
+    let (busy, idle) = (busy.stop().expect("stop"), idle.stop().expect("stop"));
+    assert_eq!(
+        busy.usage_source,
+        Some(process_fixture::UsageSource::Reaped)
+    );
+    let cpu = busy.cpu_time.expect("cpu_time");
+    assert!(cpu >= Duration::from_millis(290), "{busy}");
+    assert!(
+        idle.cpu_time.expect("cpu_time") < Duration::from_millis(290),
+        "{idle}"
+    );
+    let peak = busy.peak_memory.expect("peak_memory");
+    assert!((1 << 20..1 << 30).contains(&peak), "{busy}");
+    assert!(busy.to_string().contains("of CPU, peak"), "{busy}");
+}

@@ -25,7 +25,7 @@ use crate::sys::{Pid, WaitStatus};
 /// back to a forked guardian.
 pub(crate) const PROTOCOL_VERSION: u32 = 5;
 
-/// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32.
+/// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32, 2 × u64.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Msg {
@@ -50,6 +50,10 @@ pub(crate) struct Msg {
     /// The guardian's own pid (`SPAWNED`, `SPAWN_FAILED`).
     pub guardian: Pid,
     pub errno: i32,
+    /// `STOPPED` with `F_USAGE`: CPU the reaped tree used (µs), and its largest process's peak
+    /// resident size (bytes).
+    pub cpu_us: u64,
+    pub max_rss: u64,
 }
 
 impl Msg {
@@ -93,6 +97,8 @@ impl Msg {
     pub(crate) const F_KEEP_DIR: u32 = 256;
     /// `FROZEN`: the fixture is paused now (else: running again).
     pub(crate) const F_PAUSED: u32 = 512;
+    /// `STOPPED`: `cpu_us` and `max_rss` are filled.
+    pub(crate) const F_USAGE: u32 = 1024;
 
     // STOPPED reasons (detail)
     pub(crate) const CONFIRMED: u32 = 0;
@@ -247,6 +253,8 @@ pub(crate) struct Stopped {
     pub escapees: u32,
     /// Processes of the fixture alive when the stop began, leader included.
     pub processes_at_stop: u32,
+    /// What the reaped tree used: CPU (µs) and its largest process's peak RSS (bytes).
+    pub usage: Option<(u64, u64)>,
 }
 
 impl Msg {
@@ -302,6 +310,7 @@ impl Msg {
                 signalled: self.killed,
                 escapees: self.escapees,
                 processes_at_stop: self.processes,
+                usage: flag(Msg::F_USAGE).then_some((self.cpu_us, self.max_rss)),
             }),
             Msg::GUARDIAN_DIED => Report::GuardianDied {
                 status: self.status,
@@ -600,7 +609,7 @@ mod tests {
 
     #[test]
     fn messages_have_no_padding() {
-        assert_eq!(Msg::SIZE, 10 * 4 + 16 + 2 * 4);
+        assert_eq!(Msg::SIZE, 10 * 4 + 16 + 2 * 4 + 2 * 8);
         let mut m = Msg::new(Msg::LISTENING);
         m.port = 8080;
         let mut raw = [0u8; Msg::SIZE];

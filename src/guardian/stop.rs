@@ -107,6 +107,11 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     // Reap whatever else has died, by name or not (without /proc there are no names): no pid
     // needs pinning any more.
     sys::reap_any(|_, _| {});
+    // Everything of the tree that was ours to reap is reaped: what it used is ours to tell.
+    if let Some((cpu_us, max_rss)) = sys::children_usage() {
+        msg.flags |= Msg::F_USAGE;
+        (msg.cpu_us, msg.max_rss) = (cpu_us, max_rss);
+    }
     msg.escapees = g.tree.escapees;
     msg.killed = msg.killed.max(msg.escapees);
     msg

@@ -58,7 +58,7 @@ pub(crate) use net::{ListenCall, TcpListener};
 pub(crate) use no_alloc::{parse_pid, parse_u64, StackPath};
 pub(crate) use peer::peer_uid;
 pub(crate) use process::{
-    at_exit, chdir, descendants, exit, getenv, getpgid, getpgrp, getpid, getppid,
+    at_exit, chdir, children_usage, descendants, exit, getenv, getpgid, getpgrp, getpid, getppid,
     new_process_group, raise_fd_limit, yield_now, ProcStat,
 };
 pub(crate) use signal::{

@@ -124,3 +124,21 @@ pub(crate) fn at_exit(f: extern "C" fn()) -> bool {
     // SAFETY: `f` is a plain function with no arguments, valid for the life of the program.
     unsafe { libc::atexit(f) == 0 }
 }
+
+/// What the reaped children of the calling process used, with theirs: CPU (user + system, µs)
+/// and the peak resident size of the largest one (bytes). A plain syscall (the guardian).
+pub(crate) fn children_usage() -> Option<(u64, u64)> {
+    // SAFETY: rusage is plain old data: all zeros is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live local for getrusage to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    // ru_maxrss: KiB on Linux, bytes on macOS.
+    let unit = if cfg!(target_os = "linux") { 1024 } else { 1 };
+    Some((
+        us(ru.ru_utime) + us(ru.ru_stime),
+        ru.ru_maxrss as u64 * unit,
+    ))
+}

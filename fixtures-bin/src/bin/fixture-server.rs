@@ -15,7 +15,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 const USAGE: &str = "usage: fixture-server --mode MODE [--port N] [--workers N] [--bytes N] \
-[--exit-code N] [--stream stdout|stderr] [--delay-ms N] [--note PATH] [--starts PATH]";
+[--exit-code N] [--stream stdout|stderr] [--delay-ms N] [--note PATH] [--starts PATH] \
+[--burn-ms N]";
 
 /// Upper bound on the request head we read before answering.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -97,6 +98,8 @@ struct Opts {
     note: Option<String>,
     /// A file to append `<pid>` to on start: counts how many times a server was started.
     starts: Option<String>,
+    /// CPU to burn (a busy loop) before anything else: a known cost for the stop report.
+    burn: Duration,
 }
 
 /// Prints `msg` and the usage line to stderr and exits 2.
@@ -124,6 +127,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
         delay: Duration::ZERO,
         note: None,
         starts: None,
+        burn: Duration::ZERO,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -144,6 +148,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
             "--delay-ms" => opts.delay = Duration::from_millis(parse_num(&flag, &value)),
             "--note" => opts.note = Some(value),
             "--starts" => opts.starts = Some(value),
+            "--burn-ms" => opts.burn = Duration::from_millis(parse_num(&flag, &value)),
             "--stream" => {
                 opts.stream = match value.as_str() {
                     "stdout" => Stream::Stdout,
@@ -616,11 +621,30 @@ fn note_start(path: &str) {
     }
 }
 
+/// Spins for `cpu` of CPU time (its own, measured by the clock of this process's CPU).
+fn burn(cpu: Duration) {
+    let used = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let start = used();
+    let mut x = 0u64;
+    while used() - start < cpu {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
 fn main() {
     let opts = parse_args(std::env::args().skip(1));
     if let Some(path) = &opts.starts {
         note_start(path);
     }
+    burn(opts.burn);
     say(
         Stream::Stderr,
         &format!(
