@@ -155,8 +155,9 @@ enum Server {
     Starting,
     Up {
         fixture: Box<ProcessFixture>,
+        /// The configuration it runs with: as sent (compared with each `HELLO`'s), and decoded.
         config: Vec<u8>,
-        linger: Duration,
+        cfg: Box<Config>,
     },
     Failed {
         message: String,
@@ -288,8 +289,10 @@ impl Keeper {
                     self.remove_rendezvous(&mut st);
                 }
                 Server::Up {
-                    fixture, config, ..
-                } => return attach(fixture, config, &hello.config, started_here),
+                    fixture,
+                    config,
+                    cfg,
+                } => return attach(fixture, (config, cfg), &hello.config, started_here),
             }
         }
     }
@@ -323,7 +326,8 @@ impl Keeper {
             let linger = match &st.server {
                 Server::Starting => None,
                 Server::Up { fixture, .. } if !fixture.is_running() => Some(Duration::ZERO),
-                Server::Up { linger, .. } | Server::Failed { linger, .. } => Some(*linger),
+                Server::Up { cfg, .. } => Some(cfg.linger),
+                Server::Failed { linger, .. } => Some(*linger),
                 Server::None => Some(DEFAULT_LINGER),
             };
             let idle = st.idle_since.filter(|_| st.users == 0);
@@ -374,16 +378,15 @@ fn start(config: &[u8]) -> Server {
             linger: DEFAULT_LINGER,
         };
     };
-    let linger = cfg.linger;
     match crate::spawn::spawn(&cfg) {
         Ok(fixture) => Server::Up {
             fixture: Box::new(fixture),
             config: config.to_vec(),
-            linger,
+            cfg: Box::new(cfg),
         },
         Err(e) => Server::Failed {
             message: e.to_string(),
-            linger,
+            linger: cfg.linger,
         },
     }
 }
@@ -391,24 +394,20 @@ fn start(config: &[u8]) -> Server {
 /// `READY` if `asked` is the configuration the server runs with, else `MISMATCH`.
 fn attach(
     fixture: &ProcessFixture,
-    running: &[u8],
+    (running, cfg): (&[u8], &Config),
     asked: &[u8],
     started_here: bool,
 ) -> (u8, Vec<u8>) {
     let fields = encode::differences(running, asked);
     if !fields.is_empty() {
-        let (Some(a), Some(b)) = (encode::decode(running), encode::decode(asked)) else {
+        let Some(theirs) = encode::decode(asked) else {
             return mismatch(&fields, "");
         };
-        return mismatch(&fields, &detail(&fields, &a, &b));
+        return mismatch(&fields, &detail(&fields, cfg, &theirs));
     }
-    let names = encode::decode(running)
-        .map(|c| c.port_names())
-        .unwrap_or_default();
     let attached = Attached {
         port: fixture.port(),
-        named: names
-            .into_iter()
+        named: (cfg.port_names().into_iter())
             .filter_map(|n| Some((n.clone(), fixture.try_named_port(&n)?)))
             .collect(),
         dir: fixture.dir().map(PathBuf::from),
