@@ -288,10 +288,7 @@ fn spawn_zygote() -> io::Result<State> {
         Err(e) => {
             // Our unreaped child: its pid is pinned, signalling it by number is safe.
             let _ = sys::signal(Target::Process(pid), libc::SIGKILL);
-            let deadline = Deadline::after(Duration::from_secs(5));
-            while sys::try_reap(pid).is_ok_and(|s| s.is_none()) && !deadline.passed() {
-                sys::poll(&mut [], Some(Duration::from_millis(1)));
-            }
+            reap_forked(pid, Deadline::after(Duration::from_secs(5)));
             Err(e)
         }
     }
@@ -309,10 +306,7 @@ fn close_zygote_at_exit() {
     };
     if let State::Running { pid, sock } = std::mem::replace(&mut *state, State::Unavailable) {
         drop(sock);
-        let deadline = Deadline::after(AT_EXIT_WAIT);
-        while sys::try_reap(pid).is_ok_and(|s| s.is_none()) && !deadline.passed() {
-            sys::poll(&mut [], Some(Duration::from_millis(1)));
-        }
+        poll_reap(pid, Deadline::after(AT_EXIT_WAIT));
     }
 }
 
@@ -429,7 +423,8 @@ pub(crate) fn fork_gate() -> MutexGuard<'static, ()> {
     GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Forked guardians whose exit was not yet seen when their fixture was done.
+/// Children of ours (forked guardians, the first process of a shared server's keeper) whose
+/// exit was not yet seen when we were done with them.
 static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 
 /// Reaps a guardian forked from the test process once it has reported: it exits within
@@ -438,16 +433,47 @@ static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 /// the others). A guardian from the zygote is the zygote's to reap.
 /// Returns its wait status when it was reaped here.
 pub(crate) fn reap_forked(pid: Pid, deadline: Deadline) -> Option<sys::WaitStatus> {
+    match poll_reap(pid, deadline) {
+        Reaped::Exited(status) => Some(status),
+        Reaped::NotOurs => None,
+        Reaped::Running => {
+            UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+            None
+        }
+    }
+}
+
+/// [`reap_forked`] for a child that must exit by itself by `deadline` (the first process of a
+/// keeper): one still running then is killed (unreaped, its pid is still ours) and reaped later.
+/// Its wait status if it exited in time.
+pub(crate) fn reap_or_kill(pid: Pid, deadline: Deadline) -> Option<sys::WaitStatus> {
+    match poll_reap(pid, deadline) {
+        Reaped::Exited(status) => Some(status),
+        Reaped::NotOurs => None,
+        Reaped::Running => {
+            let _ = sys::signal(Target::Process(pid), libc::SIGKILL);
+            reap_forked(pid, Deadline::after(REAP_WAIT));
+            None
+        }
+    }
+}
+
+enum Reaped {
+    Exited(sys::WaitStatus),
+    /// Not our child any more (auto-reaped under SIGCHLD=SIG_IGN).
+    NotOurs,
+    /// Still running at the deadline.
+    Running,
+}
+
+/// `try_reap` of our child `pid`, polling until `deadline`.
+fn poll_reap(pid: Pid, deadline: Deadline) -> Reaped {
     let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(5));
     loop {
         match sys::try_reap(pid) {
-            Ok(Some(status)) => return Some(status),
-            // Not our child any more (auto-reaped under SIGCHLD=SIG_IGN).
-            Err(_) => return None,
-            Ok(None) if deadline.passed() => {
-                UNREAPED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-                return None;
-            }
+            Ok(Some(status)) => return Reaped::Exited(status),
+            Err(_) => return Reaped::NotOurs,
+            Ok(None) if deadline.passed() => return Reaped::Running,
             Ok(None) => {
                 sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
             }
@@ -455,8 +481,8 @@ pub(crate) fn reap_forked(pid: Pid, deadline: Deadline) -> Option<sys::WaitStatu
     }
 }
 
-/// Retries the forked guardians that had not exited when their fixture was done.
-fn reap_pending() {
+/// Retries the children of ours that had not exited when we were done with them.
+pub(crate) fn reap_pending() {
     let mut pending = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
     pending.retain(|&p| matches!(sys::try_reap(p), Ok(None)));
 }

@@ -39,7 +39,10 @@ mod tree;
 mod zygote;
 
 // What the rest of the crate uses.
-pub(crate) use client::{current_exe, fork_gate, launch, reap_forked, stopped, Origin, REAP_WAIT};
+pub(crate) use client::{
+    current_exe, fork_gate, launch, reap_forked, reap_or_kill, reap_pending, stopped, Origin,
+    REAP_WAIT,
+};
 pub(crate) use main_loop::MAX_LISTENERS;
 pub(crate) use protocol::{Frozen, Outcome, Report, Stage, Stopped};
 pub(crate) use protocol::{ListenEvents, Msg, Plan};

@@ -31,6 +31,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::deadline::{add, Backoff, Deadline};
 use crate::error::{Error, SharedFailure};
+use crate::guardian;
 use crate::sys::{self, Pid};
 use rendezvous::{Locked, Rendezvous};
 use wire::{Attached, Reader, Writer};
@@ -46,10 +47,6 @@ const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the first process of a keeper may take to fork the keeper and exit.
 const KEEPER_FORK_WAIT: Duration = Duration::from_secs(5);
-
-/// First processes of keepers that had to be killed and had not died when we looked: our
-/// children, reaped by pid later.
-static UNREAPED: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
 
 /// A handle on a server shared by every test of the run, in this process and in others; made
 /// by [`Builder::spawn_shared`](crate::Builder::spawn_shared). Dropping it detaches; the server
@@ -190,7 +187,7 @@ impl fmt::Debug for SharedFixture {
 
 impl Drop for SharedFixture {
     fn drop(&mut self) {
-        reap_keepers(); // our connection closes right after: that is the detach
+        guardian::reap_pending(); // our connection closes right after: that is the detach
     }
 }
 
@@ -198,7 +195,7 @@ impl Drop for SharedFixture {
 /// is none.
 pub(crate) fn spawn_shared(cfg: &Config, key: &str) -> Result<SharedFixture, Error> {
     std::hint::black_box(&keeper::HOOK); // keeps the keeper's constructor hook in the binary
-    reap_keepers();
+    guardian::reap_pending();
     let fail = |failure| Error::Shared {
         program: cfg.program_name(),
         key: key.to_owned(),
@@ -306,7 +303,7 @@ fn start_keeper(socket: &Path, _locked: &Locked) -> io::Result<()> {
     let listener = UnixListener::bind(socket)?;
     let mut token = format!("{}:{}:", wire::WIRE_VERSION, sys::getpid()).into_bytes();
     token.extend_from_slice(socket.as_os_str().as_bytes());
-    let child = Command::new(crate::guardian::current_exe()?)
+    let child = Command::new(guardian::current_exe()?)
         .arg0(keeper::KEEPER_ARGV0)
         .env(
             std::ffi::OsStr::from_bytes(keeper::KEEPER_ENV.to_bytes()),
@@ -320,49 +317,12 @@ fn start_keeper(socket: &Path, _locked: &Locked) -> io::Result<()> {
     // Not waited by std: it forks the keeper and exits 0 at once; reaped here, by pid.
     let pid = child.id() as Pid;
     drop(child);
-    match reap_within(pid, KEEPER_FORK_WAIT) {
+    match guardian::reap_or_kill(pid, Deadline::after(KEEPER_FORK_WAIT)) {
         Some(0) => Ok(()),
         status => Err(io::Error::other(format!(
             "{} did not start a keeper ({}): is it a program that links process-fixture?",
-            crate::guardian::current_exe()?.display(),
+            guardian::current_exe()?.display(),
             status.map_or("no exit".to_owned(), |s| format!("wait status {s:#x}"))
         ))),
     }
-}
-
-/// Reaps our child `pid`, polling until `wait`; past it, kills it (unreaped, so its pid is
-/// still ours). Its wait status if it exited in time by itself.
-fn reap_within(pid: Pid, wait: Duration) -> Option<sys::WaitStatus> {
-    if let Some(status) = poll_reap(pid, wait) {
-        return Some(status);
-    }
-    let _ = sys::signal(sys::Target::Process(pid), libc::SIGKILL);
-    if poll_reap(pid, KEEPER_FORK_WAIT).is_none() {
-        lock_unreaped().push(pid); // reaped on a later call
-    }
-    None
-}
-
-/// `try_reap` until `wait` has passed.
-fn poll_reap(pid: Pid, wait: Duration) -> Option<sys::WaitStatus> {
-    let deadline = Deadline::after(wait);
-    let mut backoff = Backoff::new(Duration::from_millis(5));
-    loop {
-        match sys::try_reap(pid) {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if !deadline.passed() => {
-                sys::poll(&mut [], deadline.remaining_capped(Some(backoff.next())));
-            }
-            _ => return None,
-        }
-    }
-}
-
-fn lock_unreaped() -> std::sync::MutexGuard<'static, Vec<Pid>> {
-    UNREAPED.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Reaps the first processes of keepers that were slow to exit (a loaded machine).
-fn reap_keepers() {
-    lock_unreaped().retain(|&pid| matches!(sys::try_reap(pid), Ok(None)));
 }
