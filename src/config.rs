@@ -122,14 +122,6 @@ impl Config {
         })
     }
 
-    pub(crate) fn containment(&self) -> Containment {
-        match self.containment {
-            Some(c) => c,
-            None if cfg!(target_os = "linux") => Containment::Subreaper,
-            None => Containment::ProcessGroup,
-        }
-    }
-
     /// Every text placeholders may appear in.
     pub(crate) fn texts(&self) -> impl Iterator<Item = &[u8]> {
         let args = self.args.iter().map(|a| a.as_bytes());

@@ -166,6 +166,8 @@ pub enum ExecStage {
     Credentials,
     /// Setting up the guardian process that runs it.
     Setup,
+    /// Making the server's cgroup, or moving the server into it ([`Containment::Cgroup`](crate::Containment::Cgroup)).
+    Cgroup,
     /// `exec` of the program (for example `EACCES`: not executable).
     Exec,
 }
@@ -177,6 +179,7 @@ impl fmt::Display for ExecStage {
             ExecStage::WorkingDir => "changing to the working directory",
             ExecStage::Credentials => "switching user and groups",
             ExecStage::Setup => "setting up the guardian",
+            ExecStage::Cgroup => "making the server's cgroup and moving it in",
             ExecStage::Exec => "exec",
         })
     }
@@ -541,6 +544,17 @@ pub enum Error {
         /// What was required.
         what: &'static str,
     },
+    /// The containment required with [`Builder::containment`](crate::Builder::containment) is
+    /// not available here ([`Containment::Cgroup`](crate::Containment::Cgroup) without a
+    /// writable cgroup v2 hierarchy); nothing was started.
+    ContainmentUnavailable {
+        /// The program.
+        program: String,
+        /// What was required.
+        containment: crate::Containment,
+        /// Why it is unavailable.
+        reason: String,
+    },
     /// An OS call in the test process failed.
     Io {
         /// The program.
@@ -592,6 +606,7 @@ impl Error {
             | Error::NotInstalled { program, .. }
             | Error::ServerSetup { program, .. }
             | Error::Unsupported { program, .. }
+            | Error::ContainmentUnavailable { program, .. }
             | Error::Io { program, .. } => program,
         }
     }
@@ -657,6 +672,14 @@ impl Error {
             Error::Unsupported { program, what } => {
                 write!(f, "{program:?}: not supported on this platform: {what}")
             }
+            Error::ContainmentUnavailable {
+                program,
+                containment,
+                reason,
+            } => write!(
+                f,
+                "{program:?}: Containment::{containment:?} was required but is unavailable: {reason}"
+            ),
             Error::Io {
                 program, context, ..
             } => write!(f, "{program:?}: {context}"),

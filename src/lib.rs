@@ -108,6 +108,7 @@
 #[cfg(feature = "tokio")]
 mod async_api;
 mod builder;
+mod cgroup;
 mod config;
 mod deadline;
 mod diagnose;

@@ -38,8 +38,12 @@ pub(crate) fn set_paused(run: &Running, pause: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether the last pause or resume that succeeded was a pause.
+/// With a cgroup, whether it is frozen (`cgroup.events`); else whether the last pause or
+/// resume that succeeded was a pause.
 pub(crate) fn is_paused(run: &Running) -> bool {
+    if let Some(frozen) = run.cgroup.and_then(|named| named.frozen()) {
+        return frozen;
+    }
     run.pause.lock().unwrap_or_else(|e| e.into_inner()).paused
 }
 

@@ -72,6 +72,8 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     plan.listen_pid_slot = listen_pid_slot;
     plan.cwd = cwd;
     plan.subreaper = cfg.containment != Some(Containment::ProcessGroup);
+    plan.cgroup = cgroup_parent(cfg)?;
+    plan.cgroup_required = cfg.containment == Some(Containment::Cgroup);
     plan.pidfd = !crate::force::forced("no-pidfd");
     plan.listen = listen_choice(cfg);
     plan.uid = user.map(|u| u.uid).or(cfg.uid);
@@ -85,6 +87,27 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
         None => None,
     };
     Ok(plan)
+}
+
+/// Where the guardian makes the server's cgroup: with the default containment wherever one
+/// can be made (else the subreaper contains it), with `Containment::Cgroup` there or nowhere.
+fn cgroup_parent(cfg: &Config) -> Result<Option<CString>, Error> {
+    let required = match cfg.containment {
+        None => false,
+        Some(Containment::Cgroup) => true,
+        Some(_) => return Ok(None),
+    };
+    match crate::cgroup::parent() {
+        Ok(dir) => Ok(Some(c_string(cfg, dir.as_os_str().as_bytes(), || {
+            "the cgroup directory".into()
+        })?)),
+        Err(reason) if required => Err(Error::ContainmentUnavailable {
+            program: cfg.program_name(),
+            containment: Containment::Cgroup,
+            reason: reason.to_owned(),
+        }),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The server's working directory, placeholders filled in.

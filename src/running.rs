@@ -28,6 +28,8 @@ pub(crate) struct Running {
     pub(crate) guardian_pid: Pid,
     pub(crate) origin: Origin,
     pub(crate) containment: Containment,
+    /// The server's cgroup, when it has one.
+    pub(crate) cgroup: Option<crate::cgroup::Named>,
     /// The test side's writing end of the control socket (a copy; the monitor reads the other).
     /// `None` once the stop was requested.
     pub(crate) ctl: Option<OwnedFd>,

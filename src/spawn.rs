@@ -23,6 +23,7 @@ use crate::placeholders::Values;
 use crate::plan::{self, User};
 use crate::port::{self, Refusal, Reservation};
 use crate::ready::{self, Context, FileBefore};
+use crate::report::Containment;
 use crate::running::Running;
 use crate::sys;
 use crate::teardown;
@@ -289,7 +290,8 @@ fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
         pid: 0,
         guardian_pid: 0,
         origin: launched.origin,
-        containment: cfg.containment(),
+        containment: Containment::ProcessGroup, // the guardian's first report says
+        cgroup: None,
         ctl: Some(writer),
         monitor,
         grace: cfg.grace,
@@ -318,10 +320,18 @@ fn wait_spawned(run: &mut Running, timeout: Duration) -> Result<bool, Error> {
             pid,
             guardian,
             listen_events,
+            subreaper,
+            cgroup,
             ..
         }) => {
             run.pid = pid;
             run.guardian_pid = guardian;
+            run.cgroup = cgroup.map(|start| crate::cgroup::Named { guardian, start });
+            run.containment = match (cgroup, subreaper) {
+                (Some(_), _) => Containment::Cgroup,
+                (None, true) => Containment::Subreaper,
+                (None, false) => Containment::ProcessGroup,
+            };
             Ok(listen_events)
         }
         Some(Report::SpawnFailed { stage, errno, .. }) => {
@@ -375,6 +385,7 @@ fn exec_stage(stage: Stage) -> ExecStage {
         Stage::Exec => ExecStage::Exec,
         Stage::Credentials => ExecStage::Credentials,
         Stage::Setup => ExecStage::Setup,
+        Stage::Cgroup => ExecStage::Cgroup,
     }
 }
 

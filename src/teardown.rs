@@ -146,7 +146,9 @@ fn report(run: &Running, stopped: &Stopped, elapsed: Duration) -> StopReport {
         processes_at_stop: Some(stopped.processes_at_stop as usize).filter(|&n| n > 0),
         processes_signalled: stopped.signalled as usize,
         escapees_signalled: stopped.escapees as usize,
-        containment: if stopped.subreaper {
+        containment: if stopped.cgroup {
+            Containment::Cgroup
+        } else if stopped.subreaper {
             Containment::Subreaper
         } else {
             Containment::ProcessGroup
@@ -157,7 +159,13 @@ fn report(run: &Running, stopped: &Stopped, elapsed: Duration) -> StopReport {
         },
         cpu_time: stopped.usage.map(|(us, _)| Duration::from_micros(us)),
         peak_memory: stopped.usage.map(|(_, rss)| rss).filter(|&rss| rss > 0),
-        usage_source: stopped.usage.map(|_| UsageSource::Reaped),
+        usage_source: stopped
+            .usage
+            .map(|_| match (stopped.cgroup_cpu, stopped.cgroup_memory) {
+                (true, true) => UsageSource::Cgroup,
+                (true, false) => UsageSource::CgroupCpu,
+                _ => UsageSource::Reaped,
+            }),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Containment levels (docs/design.md, R3.1, R3.2): the default on Linux is the subreaper guardian,
-//! which catches descendants that leave the process group; `Containment::ProcessGroup` forbids it
+//! Containment levels (docs/design.md, R3.1, R3.2): the default on Linux is a cgroup where one
+//! can be made, else the subreaper guardian, which catches descendants that leave the process
+//! group (tests/cgroup.rs has what only the cgroup catches); `Containment::ProcessGroup` forbids it
 //! (the macOS situation), and then a `setsid` escapee survives. The escapee test runs both ways, so
 //! it shows that the subreaper is what catches it.
 #![cfg(target_os = "linux")] // reads /proc
@@ -8,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use process_fixture::{Containment, ProcessFixture, Ready};
+use process_fixture::{Containment, Error, ProcessFixture, Ready};
 use support::Proc;
 
 const EVENTUALLY: Duration = Duration::from_secs(10);
@@ -52,9 +53,24 @@ fn printed_pid(fx: &ProcessFixture, key: &str) -> u32 {
 }
 
 #[test]
-fn the_default_on_linux_is_the_subreaper() {
+fn the_default_on_linux_is_a_cgroup_where_one_can_be_made_else_the_subreaper() {
+    let cgroup = ProcessFixture::builder("true")
+        .ready(Ready::none())
+        .containment(Containment::Cgroup)
+        .spawn();
+    let expected = match cgroup {
+        Ok(fx) => {
+            drop(fx);
+            Containment::Cgroup
+        }
+        Err(Error::ContainmentUnavailable { reason, .. }) => {
+            eprintln!("no cgroup here ({reason}): the default is the subreaper");
+            Containment::Subreaper
+        }
+        Err(e) => panic!("{e}"),
+    };
     let report = server("well-behaved", None).stop().unwrap();
-    assert_eq!(report.containment, Containment::Subreaper);
+    assert_eq!(report.containment, expected, "{report}");
     let report = server("well-behaved", Some(Containment::Subreaper))
         .stop()
         .unwrap();

@@ -364,6 +364,7 @@ const LAYERS: &[&str] = &[
     "placeholders",
     "port",
     "guardian",
+    "cgroup",
     "error",
     "report",
     "signal",

@@ -3,6 +3,10 @@
 //! forks while the signals go out makes a child that the first pass did not see, so a pause
 //! signals again until a pass finds every live process stopped: a stopped process cannot fork.
 //! Same chokepoint, same pinned ids as the stop sequence.
+//!
+//! With a cgroup, `cgroup.freeze` instead: atomic and fork-proof, confirmed by `frozen 1` in
+//! `cgroup.events` (an event, not a poll). Frozen processes are not in the stopped state, and
+//! a thawed one gets no SIGCONT (a server that handles it sees nothing).
 
 use std::time::Duration;
 
@@ -22,6 +26,11 @@ impl Guardian<'_> {
     pub(super) fn pause(&mut self, seq: u32) {
         self.paused = true;
         let deadline = Deadline::after(PAUSE_WAIT);
+        if self.cgroup.is_some() {
+            let frozen = self.freeze_cgroup(true, deadline);
+            let live = self.live();
+            return self.answer(seq, true, live, if frozen { 0 } else { live.max(1) });
+        }
         let mut backoff = Backoff::new(PAUSE_POLL_MAX);
         let (live, running) = loop {
             let (live, running) = self.signal_tree(libc::SIGSTOP);
@@ -35,9 +44,40 @@ impl Guardian<'_> {
 
     /// Continues every live process of the fixture.
     pub(super) fn resume(&mut self, seq: u32) {
-        self.paused = false;
-        let (live, _) = self.signal_tree(libc::SIGCONT);
+        self.thaw();
+        let live = self.live();
         self.answer(seq, false, live, 0);
+    }
+
+    /// Continues every process: thaws the cgroup, or sends SIGCONT.
+    pub(super) fn thaw(&mut self) {
+        self.paused = false;
+        if self.cgroup.is_some() {
+            self.freeze_cgroup(false, Deadline::after(PAUSE_WAIT));
+        } else {
+            self.signal_tree(libc::SIGCONT);
+        }
+    }
+
+    /// Writes `cgroup.freeze` and waits, woken by `cgroup.events`, until `frozen` says it is
+    /// done or `deadline` passes. Returns whether it is.
+    fn freeze_cgroup(&mut self, on: bool, deadline: Deadline) -> bool {
+        let Some(cgroup) = &self.cgroup else {
+            return false;
+        };
+        cgroup.freeze(on);
+        loop {
+            let done = self.cgroup.as_ref().and_then(sys::Cgroup::frozen) == Some(on);
+            if done || deadline.passed() {
+                return done;
+            }
+            self.sleep(deadline, None);
+        }
+    }
+
+    /// Live processes of the fixture, the leader included.
+    fn live(&mut self) -> u32 {
+        self.tree.count_live(&self.leader) + u32::from(!self.leader.exited())
     }
 
     /// Sends `sig` to the leader and to every other live process. Returns how many live

@@ -6,12 +6,12 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::listen::ListenWatch;
-use super::protocol::{Msg, Plan};
+use super::protocol::{Msg, Plan, STAGE_CGROUP};
 use super::server;
 use super::stop;
 use super::tree::{Leader, Tree};
 use crate::deadline::{Backoff, Deadline};
-use crate::sys::{self, ChildEvents, Pid};
+use crate::sys::{self, Cgroup, ChildEvents, Pid};
 
 /// Idle polling cap, only where exits cannot wake the guardian (process-group containment after
 /// the leader exited: orphaned members are not its children).
@@ -61,6 +61,8 @@ pub(super) struct Guardian<'a> {
     pub(super) tree: Tree,
     /// SIGCHLD as an fd: wakes on every exit of a child (and, as subreaper, of every orphan).
     pub(super) events: Option<ChildEvents>,
+    /// The server's cgroup, when it has one: the stop's kill and confirmation, the pause.
+    pub(super) cgroup: Option<Cgroup>,
     listen: Option<ListenWatch>,
     leader_exit_reported: bool,
     pub(super) gone_reported: bool,
@@ -79,7 +81,17 @@ pub(super) struct Guardian<'a> {
 pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
     let subreaper = plan.subreaper && sys::become_subreaper();
     let events = ChildEvents::new();
-    let (leader_pid, listen) = match server::spawn_leader(plan, &ends) {
+    let start = sys::proc_stat(sys::getpid()).map_or(0, |s| s.start);
+    let started = make_cgroup(plan, start).and_then(|cgroup| {
+        match server::spawn_leader(plan, &ends, cgroup.as_ref()) {
+            Ok((pid, listen)) => Ok((pid, listen, cgroup)),
+            Err(failed) => {
+                cgroup.map(Cgroup::remove);
+                Err(failed)
+            }
+        }
+    });
+    let (leader_pid, listen, cgroup) = match started {
         Ok(started) => started,
         Err(failed) => {
             report(&ends, &failed);
@@ -89,8 +101,10 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
     let mut spawned = Msg::new(Msg::SPAWNED);
     spawned.pid = leader_pid;
     spawned.guardian = sys::getpid();
+    spawned.start = start;
     spawned.flags = flags
         | if subreaper { Msg::F_SUBREAPER } else { 0 }
+        | if cgroup.is_some() { Msg::F_CGROUP } else { 0 }
         | if listen.is_some() {
             Msg::F_LISTEN_EVENTS
         } else {
@@ -103,6 +117,7 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
         leader: Leader::new(leader_pid),
         tree: Tree::new(leader_pid, subreaper, plan.pidfd),
         events,
+        cgroup,
         listen,
         leader_exit_reported: false,
         gone_reported: false,
@@ -125,6 +140,22 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
     } else {
         1
     });
+}
+
+/// The server's cgroup, `<parent>/<guardian pid>.<start>`, when the plan asks for one. Made
+/// here, not by the test side, so that its name says whose it is: a later sweep removes it
+/// once no process has that pid and start time. `Err`: it was required and cannot be made.
+fn make_cgroup(plan: &Plan, start: u64) -> Result<Option<Cgroup>, Msg> {
+    let Some(parent) = &plan.cgroup else {
+        return Ok(None);
+    };
+    let mut name = sys::StackPath::new();
+    name.push_pid(sys::getpid()).push(b".").push_u64(start);
+    match Cgroup::create(parent, name.as_cstr().to_bytes()) {
+        Ok(cgroup) => Ok(Some(cgroup)),
+        Err(errno) if plan.cgroup_required => Err(server::failed(STAGE_CGROUP, errno)),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Removes the fixture's directory once nothing of the server lives, without following
@@ -299,12 +330,13 @@ impl Guardian<'_> {
         }
     }
 
-    /// Sleeps until a child exits, a `listen()` waits, `deadline` passes, or `cap` (a poll
-    /// interval for what no event reports).
+    /// Sleeps until a child exits, a `listen()` waits, the cgroup's state changes, `deadline`
+    /// passes, or `cap` (a poll interval for what no event reports).
     pub(super) fn sleep(&mut self, deadline: Deadline, cap: Option<Duration>) {
         let mut fds = [
             sys::pollfd(self.events.as_ref().map_or(-1, ChildEvents::fd)),
             sys::pollfd(self.listen.as_ref().map_or(-1, ListenWatch::fd)),
+            sys::pollfd_changed(self.cgroup.as_ref().map_or(-1, Cgroup::events_fd)),
         ];
         sys::poll(&mut fds, deadline.remaining_capped(cap));
         if fds[0].revents != 0 {

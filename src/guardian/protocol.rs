@@ -23,9 +23,9 @@ use crate::sys::{Pid, WaitStatus};
 /// Bumped whenever a message or the plan changes shape: a zygote of another build refuses to
 /// serve (the executable was replaced by a rebuild while tests ran), and the test side falls
 /// back to a forked guardian.
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 
-/// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32, 2 × u64.
+/// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32, 3 × u64.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Msg {
@@ -54,6 +54,9 @@ pub(crate) struct Msg {
     /// resident size (bytes).
     pub cpu_us: u64,
     pub max_rss: u64,
+    /// `SPAWNED` with `F_CGROUP`: the guardian's start time, which with its pid names the
+    /// fixture's cgroup.
+    pub start: u64,
 }
 
 impl Msg {
@@ -99,6 +102,12 @@ impl Msg {
     pub(crate) const F_PAUSED: u32 = 512;
     /// `STOPPED`: `cpu_us` and `max_rss` are filled.
     pub(crate) const F_USAGE: u32 = 1024;
+    /// `SPAWNED`: the server runs in a cgroup of its own; `STOPPED`: the stop used it.
+    pub(crate) const F_CGROUP: u32 = 2048;
+    /// `STOPPED` with `F_USAGE`: `cpu_us` is the cgroup's (the whole tree's).
+    pub(crate) const F_CGROUP_CPU: u32 = 4096;
+    /// `STOPPED` with `F_USAGE`: `max_rss` is the cgroup's `memory.peak` (the tree together).
+    pub(crate) const F_CGROUP_MEMORY: u32 = 8192;
 
     // STOPPED reasons (detail)
     pub(crate) const CONFIRMED: u32 = 0;
@@ -132,6 +141,7 @@ pub(crate) const STAGE_CHDIR: u32 = 2;
 pub(crate) const STAGE_EXEC: u32 = 3;
 pub(crate) const STAGE_CREDENTIALS: u32 = 4;
 pub(crate) const STAGE_SETUP: u32 = 5;
+pub(crate) const STAGE_CGROUP: u32 = 6;
 
 /// The stage of starting the server that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +151,7 @@ pub(crate) enum Stage {
     Exec,
     Credentials,
     Setup,
+    Cgroup,
 }
 
 impl Stage {
@@ -151,6 +162,7 @@ impl Stage {
             STAGE_EXEC => Stage::Exec,
             STAGE_CREDENTIALS => Stage::Credentials,
             STAGE_SETUP => Stage::Setup,
+            STAGE_CGROUP => Stage::Cgroup,
             _ => Stage::Fork,
         }
     }
@@ -162,6 +174,7 @@ impl Stage {
             Stage::Exec => "exec",
             Stage::Credentials => "switching user and groups",
             Stage::Setup => "setting up the guardian",
+            Stage::Cgroup => "making the server's cgroup and moving it in",
         }
     }
 }
@@ -185,6 +198,9 @@ pub(crate) enum Report {
         zygote: bool,
         /// The guardian is a child subreaper.
         subreaper: bool,
+        /// The server runs in a cgroup of its own, named by the guardian's pid and this start
+        /// time.
+        cgroup: Option<u64>,
     },
     /// The server could not be started.
     SpawnFailed {
@@ -253,8 +269,14 @@ pub(crate) struct Stopped {
     pub escapees: u32,
     /// Processes of the fixture alive when the stop began, leader included.
     pub processes_at_stop: u32,
-    /// What the reaped tree used: CPU (µs) and its largest process's peak RSS (bytes).
+    /// What the tree used: CPU (µs) and peak memory (bytes).
     pub usage: Option<(u64, u64)>,
+    /// The stop killed and confirmed through the fixture's cgroup.
+    pub cgroup: bool,
+    /// `usage`'s CPU is the cgroup's (else the reaped processes').
+    pub cgroup_cpu: bool,
+    /// `usage`'s memory is the cgroup's peak (else the largest reaped process's).
+    pub cgroup_memory: bool,
 }
 
 impl Msg {
@@ -268,6 +290,7 @@ impl Msg {
                 listen_events: flag(Msg::F_LISTEN_EVENTS),
                 zygote: flag(Msg::F_ZYGOTE),
                 subreaper: flag(Msg::F_SUBREAPER),
+                cgroup: flag(Msg::F_CGROUP).then_some(self.start),
             },
             Msg::SPAWN_FAILED => Report::SpawnFailed {
                 stage: Stage::from_raw(self.detail),
@@ -311,6 +334,9 @@ impl Msg {
                 escapees: self.escapees,
                 processes_at_stop: self.processes,
                 usage: flag(Msg::F_USAGE).then_some((self.cpu_us, self.max_rss)),
+                cgroup: flag(Msg::F_CGROUP),
+                cgroup_cpu: flag(Msg::F_CGROUP_CPU),
+                cgroup_memory: flag(Msg::F_CGROUP_MEMORY),
             }),
             Msg::GUARDIAN_DIED => Report::GuardianDied {
                 status: self.status,
@@ -346,6 +372,10 @@ pub(crate) struct Plan {
     pub grace: Duration,
     /// Make the guardian a child subreaper (Linux), so that escapees re-parent to it.
     pub subreaper: bool,
+    /// Where the guardian makes the fixture's cgroup (`…/process-fixture`), if it may.
+    pub cgroup: Option<CString>,
+    /// Without its cgroup the server must not start (`Containment::Cgroup`).
+    pub cgroup_required: bool,
     /// Use pidfds (Linux ≥ 5.3); `false` when `PROCESS_FIXTURE_FORCE=no-pidfd`.
     pub pidfd: bool,
     pub listen: ListenEvents,
@@ -384,6 +414,8 @@ impl Plan {
             stop_signal,
             grace,
             subreaper: true,
+            cgroup: None,
+            cgroup_required: false,
             pidfd: true,
             listen: ListenEvents::Off,
             uid: None,
@@ -423,7 +455,12 @@ impl Plan {
         w.u32(self.stop_signal as u32);
         w.u64(self.grace.as_secs());
         w.u32(self.grace.subsec_nanos());
-        w.u32(u32::from(self.subreaper) | u32::from(self.pidfd) << 1);
+        w.u32(
+            u32::from(self.subreaper)
+                | u32::from(self.pidfd) << 1
+                | u32::from(self.cgroup_required) << 2,
+        );
+        w.opt_bytes(self.cgroup.as_ref().map(|c| c.as_bytes()));
         w.u32(match self.listen {
             ListenEvents::Off => 0,
             ListenEvents::On {
@@ -462,6 +499,7 @@ impl Plan {
         let stop_signal = r.u32()? as libc::c_int;
         let grace = Duration::new(r.u64()?, r.u32()?.min(999_999_999));
         let features = r.u32()?;
+        let cgroup = r.opt_cstring()?;
         let listen = match r.u32()? {
             0 => ListenEvents::Off,
             1 => ListenEvents::On {
@@ -490,6 +528,8 @@ impl Plan {
         plan.listen_pid_slot = listen_pid_slot.filter(|&i| i < plan.envp.len());
         plan.subreaper = features & 1 != 0;
         plan.pidfd = features & 2 != 0;
+        plan.cgroup_required = features & 4 != 0;
+        plan.cgroup = cgroup;
         plan.listen = listen;
         plan.uid = uid;
         plan.gid = gid;
@@ -585,6 +625,8 @@ mod tests {
         plan.cwd = Some(c("/tmp"));
         plan.grace = Duration::MAX;
         plan.subreaper = false;
+        plan.cgroup = Some(c("/sys/fs/cgroup/process-fixture"));
+        plan.cgroup_required = true;
         plan.listen = ListenEvents::On { no_new_privs: true };
         plan.uid = Some(70);
         plan.groups = Some(vec![1, 2]);
@@ -601,6 +643,7 @@ mod tests {
         assert_eq!((back.uid, back.gid), (Some(70), None));
         assert_eq!(back.groups, Some(vec![1, 2]));
         assert_eq!(back.dir, plan.dir);
+        assert_eq!((&back.cgroup, back.cgroup_required), (&plan.cgroup, true));
         assert!(
             Plan::decode(&bytes[..bytes.len() - 1]).is_none(),
             "truncated"
@@ -609,7 +652,7 @@ mod tests {
 
     #[test]
     fn messages_have_no_padding() {
-        assert_eq!(Msg::SIZE, 10 * 4 + 16 + 2 * 4 + 2 * 8);
+        assert_eq!(Msg::SIZE, 10 * 4 + 16 + 2 * 4 + 3 * 8);
         let mut m = Msg::new(Msg::LISTENING);
         m.port = 8080;
         let mut raw = [0u8; Msg::SIZE];

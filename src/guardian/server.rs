@@ -3,18 +3,44 @@
 //! Exec failure comes back over a close-on-exec pipe, as std does it: EOF means exec succeeded.
 //! The guardian is single-threaded, so its child may do anything between fork and exec; it still
 //! makes only plain syscalls, with everything prepared in the [`Plan`] beforehand.
+//!
+//! With a cgroup, the child's first act is to join it (writing `0`, itself, to its
+//! `cgroup.procs`): nothing of the server has run yet, so nothing can be outside.
+//! `CLONE_INTO_CGROUP` would do the same in the `clone3` call, but a `clone3` child on a stack
+//! of its own (how the child shares our memory instead of copying it) needs hand-written
+//! assembly; one write before exec is the simpler thing with the same result.
 
 use std::os::fd::{IntoRawFd, RawFd};
 
 use super::listen::ListenWatch;
 use super::main_loop::Ends;
 use super::protocol::{ListenEvents, Msg, Plan, STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC};
-use super::protocol::{STAGE_FORK, STAGE_SETUP};
-use crate::sys::{self, Pid};
+use super::protocol::{STAGE_CGROUP, STAGE_FORK, STAGE_SETUP};
+use crate::sys::{self, Cgroup, Pid};
 
-/// Starts the leader. Returns its pid and, when asked for and available, the seccomp listener
-/// that reports its `listen()` calls; or the `SPAWN_FAILED` report.
-pub(super) fn spawn_leader(plan: &Plan, ends: &Ends) -> Result<(Pid, Option<ListenWatch>), Msg> {
+/// Starts the leader, in `cgroup` when given. Returns its pid and, when asked for and
+/// available, the seccomp listener that reports its `listen()` calls; or the `SPAWN_FAILED`
+/// report.
+pub(super) fn spawn_leader(
+    plan: &Plan,
+    ends: &Ends,
+    cgroup: Option<&Cgroup>,
+) -> Result<(Pid, Option<ListenWatch>), Msg> {
+    let procs = match cgroup.map(Cgroup::procs) {
+        Some(fd) if fd < 0 => return Err(failed(STAGE_CGROUP, sys::errno())),
+        procs => procs,
+    };
+    let started = spawn_in(plan, ends, procs);
+    procs.map(sys::close);
+    started
+}
+
+/// `spawn_leader` once the cgroup's `cgroup.procs` (if any) is open.
+fn spawn_in(
+    plan: &Plan,
+    ends: &Ends,
+    procs: Option<RawFd>,
+) -> Result<(Pid, Option<ListenWatch>), Msg> {
     let (err_r, err_w) = raw_pair(sys::pipe()).map_err(|e| failed(STAGE_FORK, e))?;
     let notify = match plan.listen {
         ListenEvents::On { .. } if sys::LISTEN_EVENTS => raw_pair(sys::socketpair(true)).ok(),
@@ -22,7 +48,7 @@ pub(super) fn spawn_leader(plan: &Plan, ends: &Ends) -> Result<(Pid, Option<List
     };
     let guardian = sys::getpid();
     let child_notify = notify.map(|(_, child)| child);
-    let mut child = || exec_server(plan, ends, guardian, err_w, child_notify);
+    let mut child = || exec_server(plan, ends, guardian, (err_w, procs), child_notify);
     // SAFETY: the guardian is single-threaded with no signal handler; the child makes plain
     // syscalls on its own stack until exec (its failure goes through the pipe, not our memory).
     let pid = match unsafe { sys::spawn_shared(&mut child) } {
@@ -64,7 +90,7 @@ fn raw_pair(
         .map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
-fn failed(stage: u32, errno: i32) -> Msg {
+pub(super) fn failed(stage: u32, errno: i32) -> Msg {
     let mut m = Msg::new(Msg::SPAWN_FAILED);
     m.detail = stage;
     m.errno = errno;
@@ -85,16 +111,20 @@ fn receive_notify_fd(sock: RawFd) -> Option<ListenWatch> {
     (n > 0 && fds[0] >= 0).then(|| ListenWatch::new(fds[0]))
 }
 
-/// The server child: new group, stdio, clean signals, the listen filter, user, directory,
-/// death with the guardian, the listening sockets of socket activation, exec. Returns only on
-/// failure, with the exit code.
+/// The server child: its cgroup, new group, stdio, clean signals, the listen filter, user,
+/// directory, death with the guardian, the listening sockets of socket activation, exec.
+/// Returns only on failure, with the exit code.
 fn exec_server(
     plan: &Plan,
     ends: &Ends,
     guardian: Pid,
-    err_w: RawFd,
+    (err_w, procs): (RawFd, Option<RawFd>),
     notify: Option<RawFd>,
 ) -> i32 {
+    // First, before anything can fork: every process the server ever makes starts inside.
+    if procs.is_some_and(|fd| !sys::join_cgroup(fd)) {
+        return die(err_w, STAGE_CGROUP, sys::errno());
+    }
     sys::new_process_group();
     // fd 0 is /dev/null already (guardian setup): a background-group reader of the tty would be
     // stopped by SIGTTIN.

@@ -5,6 +5,11 @@
 //! (SigIgn) has discarded it for good, so it gets no grace; a *stopped* one gets SIGCONT with the
 //! first signal. Waits wake on exits (SIGCHLD through an fd), not on polls, so a stop costs the
 //! server's own exit time plus well under a millisecond.
+//!
+//! With a cgroup the graceful phase is the same; the escalation adds `cgroup.kill` (every
+//! process inside, forks in flight included, however it re-parented), the confirmation adds the
+//! cgroup's `populated 0` (an event that wakes the waits), and what the server used is read
+//! from the cgroup before it is removed.
 
 use std::time::Duration;
 
@@ -39,6 +44,9 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     if g.tree.subreaper {
         msg.flags |= Msg::F_SUBREAPER;
     }
+    if g.cgroup.is_some() {
+        msg.flags |= Msg::F_CGROUP;
+    }
     if g.leader.exited() {
         msg.flags |= Msg::F_LEADER_EXITED_BEFORE;
     }
@@ -49,7 +57,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     // 0. A paused fixture is thawed first: a stopped process could not act on its signal, and
     //    the stop of a paused fixture takes no longer than that of a running one.
     if g.paused {
-        g.signal_tree(libc::SIGCONT);
+        g.thaw();
     }
 
     // 1. Leader first: nginx, gunicorn and PostgreSQL stop their workers when the master is asked.
@@ -69,7 +77,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     // 2. Everything else, unless nothing else lives: SIGTERM then SIGCONT (a stopped process keeps
     //    TERM pending until continued) to the group and to every live process outside it,
     //    then a short grace, skipped when every live process ignores SIGTERM.
-    let mut outcome = g.tree.settled(&mut g.leader);
+    let mut outcome = g.settled();
     if outcome != Ok(true) {
         let census = g.tree.signal_all(&g.leader, Some(libc::SIGTERM));
         g.tree.signal_all(&g.leader, Some(libc::SIGCONT));
@@ -108,9 +116,14 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     // needs pinning any more.
     sys::reap_any(|_, _| {});
     // Everything of the tree that was ours to reap is reaped: what it used is ours to tell.
-    if let Some((cpu_us, max_rss)) = sys::children_usage() {
-        msg.flags |= Msg::F_USAGE;
-        (msg.cpu_us, msg.max_rss) = (cpu_us, max_rss);
+    g.usage(&mut msg);
+    // 6. The cgroup goes once it is empty (else a later spawn's sweep removes it).
+    if let Some(cgroup) = g.cgroup.take() {
+        if msg.flags & Msg::F_CONFIRMED != 0 {
+            cgroup.remove();
+        } else {
+            cgroup.close();
+        }
     }
     msg.escapees = g.tree.escapees;
     msg.killed = msg.killed.max(msg.escapees);
@@ -118,6 +131,38 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
 }
 
 impl Guardian<'_> {
+    /// Whether no live process of the fixture remains: the tree's census, and with a cgroup
+    /// also its `populated 0` (which alone decides where the census cannot look).
+    fn settled(&mut self) -> Result<bool, i32> {
+        let census = self.tree.settled(&mut self.leader);
+        match self.cgroup.as_ref().and_then(sys::Cgroup::populated) {
+            Some(populated) => Ok(!populated && census.unwrap_or(true) && self.leader.exited()),
+            None => census,
+        }
+    }
+
+    /// CPU and peak memory: the cgroup's where it has them, else what the reaped processes
+    /// used.
+    fn usage(&self, msg: &mut Msg) {
+        let reaped = sys::children_usage();
+        let cgroup = self.cgroup.as_ref();
+        let cpu = cgroup.and_then(sys::Cgroup::cpu_us);
+        let peak = cgroup.and_then(sys::Cgroup::memory_peak);
+        let (Some(cpu_us), Some(max_rss)) =
+            (cpu.or(reaped.map(|r| r.0)), peak.or(reaped.map(|r| r.1)))
+        else {
+            return;
+        };
+        msg.flags |= Msg::F_USAGE
+            | if cpu.is_some() { Msg::F_CGROUP_CPU } else { 0 }
+            | if peak.is_some() {
+                Msg::F_CGROUP_MEMORY
+            } else {
+                0
+            };
+        (msg.cpu_us, msg.max_rss) = (cpu_us, max_rss);
+    }
+
     /// Waits until the leader has exited or `deadline` passes, woken by its exit.
     fn wait_leader(&mut self, deadline: Deadline) {
         let mut backoff = Backoff::new(STOP_POLL_MAX);
@@ -135,10 +180,13 @@ impl Guardian<'_> {
         let mut backoff = Backoff::new(STOP_POLL_MAX);
         loop {
             if let Some(sig) = kill {
+                if let Some(cgroup) = &self.cgroup {
+                    cgroup.kill();
+                }
                 self.leader.signal(sig);
                 self.tree.signal_all(&self.leader, Some(sig));
             }
-            let outcome = self.tree.settled(&mut self.leader);
+            let outcome = self.settled();
             if outcome == Ok(true) || deadline.passed() {
                 return outcome;
             }

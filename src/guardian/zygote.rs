@@ -13,7 +13,8 @@
 //! process; each `sendmsg` on a `SOCK_SEQPACKET` socket is atomic), reaps its guardians, and is a
 //! subreaper: when a guardian dies before finishing its stop (SIGKILL, the OOM killer), its
 //! server's leader dies with it (PR_SET_PDEATHSIG) and the leader's orphans land here, where they
-//! are SIGKILLed; the zygote tells the test side with `GUARDIAN_DIED`. When the test process is
+//! are SIGKILLed; a server in a cgroup of its own has it killed whole (`cgroup.kill`, which
+//! reaches what re-parented elsewhere too); the zygote tells the test side with `GUARDIAN_DIED`. When the test process is
 //! gone it waits for its guardians (each stops its server) and exits.
 
 use std::ffi::{CStr, CString};
@@ -73,6 +74,8 @@ struct Zygote {
     /// Live guardians and this zygote's copy of each one's control socket, for `GUARDIAN_DIED`
     /// (closed once the guardian is reaped: the test side's hang-up says "reaped").
     guardians: Vec<(Pid, RawFd)>,
+    /// Each live guardian's start time, which with its pid names its server's cgroup.
+    starts: Vec<(Pid, u64)>,
     /// Each live guardian's fixture directory, to remove if it is killed.
     dirs: Vec<(Pid, CString)>,
     /// Directories of killed guardians, removed once their orphans are gone.
@@ -116,6 +119,7 @@ fn run(test_pid: Pid) -> ! {
         test_pid,
         test_pgrp: sys::getpgid(test_pid),
         guardians: Vec::new(),
+        starts: Vec::new(),
         dirs: Vec::new(),
         dirs_to_remove: Vec::new(),
         closing: false,
@@ -199,6 +203,9 @@ impl Zygote {
             Ok(0) => guardian_child(ends, self.test_pid, self.test_pgrp),
             Ok(pid) => {
                 self.guardians.push((pid, ends.ctl));
+                // Our unreaped child: the start time read now is its own.
+                let start = sys::proc_stat(pid).map_or(0, |s| s.start);
+                self.starts.push((pid, start));
                 Some(pid)
             }
             Err(e) => {
@@ -224,6 +231,11 @@ impl Zygote {
         sys::reap_any(|pid, status| {
             if let Some(i) = self.guardians.iter().position(|&(g, _)| g == pid) {
                 let (_, ctl) = self.guardians.swap_remove(i);
+                let start = self
+                    .starts
+                    .iter()
+                    .position(|(g, _)| *g == pid)
+                    .map(|j| self.starts.swap_remove(j).1);
                 let dir = self
                     .dirs
                     .iter()
@@ -231,6 +243,13 @@ impl Zygote {
                     .map(|j| self.dirs.swap_remove(j).1);
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                     self.sweeping = true;
+                    if let Some(start) = start {
+                        crate::cgroup::Named {
+                            guardian: pid,
+                            start,
+                        }
+                        .kill_orphaned();
+                    }
                     tell_guardian_died(ctl, status);
                 }
                 if libc::WIFSIGNALED(status) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deadline::Deadline;
+use crate::guardian::Report;
 use crate::sys;
 
 use super::Shared;
@@ -56,11 +57,31 @@ impl Reader {
                 self.guardian_exit = None;
                 self.drain(CTL, &mut buf, None);
                 self.mark_closed();
+                self.kill_orphaned_cgroup();
             }
         }
         let mut state = self.shared.lock();
         state.done = true;
         self.shared.changed.notify_all();
+    }
+
+    /// A guardian we forked died before its stop finished: nobody else is left to kill its
+    /// server's cgroup (with the zygote, the zygote does).
+    fn kill_orphaned_cgroup(&self) {
+        let orphaned = {
+            let state = self.shared.lock();
+            match state.spawn {
+                Some(Report::Spawned {
+                    guardian,
+                    cgroup: Some(start),
+                    ..
+                }) if state.stopped.is_none() => Some(crate::cgroup::Named { guardian, start }),
+                _ => None,
+            }
+        };
+        if let Some(named) = orphaned {
+            named.kill_orphaned();
+        }
     }
 
     fn mark_closed(&self) {

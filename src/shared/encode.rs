@@ -321,9 +321,13 @@ fn duration(r: &mut Reader<'_>) -> Option<Duration> {
 }
 
 fn containment(v: u8) -> Option<Containment> {
-    [Containment::Subreaper, Containment::ProcessGroup]
-        .into_iter()
-        .find(|c| *c as u8 == v)
+    [
+        Containment::Subreaper,
+        Containment::ProcessGroup,
+        Containment::Cgroup,
+    ]
+    .into_iter()
+    .find(|c| *c as u8 == v)
 }
 
 fn which(v: u8) -> Option<Which> {

@@ -251,11 +251,11 @@ pub(crate) fn cloexec_from(first: RawFd) {
     let _ = first;
 }
 
-/// Waits until one of `fds` is readable (or hung up) or `timeout` passes (`None`: no limit).
-/// Returns how many fds have events; with no fds it is a plain bounded wait.
+/// Waits until one of `fds` has an event it asks for ([`pollfd`]: readable) or hangs up, or
+/// `timeout` passes (`None`: no limit). Returns how many fds have events; with no fds it is a
+/// plain bounded wait.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> i32 {
     for p in fds.iter_mut() {
-        p.events = libc::POLLIN;
         p.revents = 0;
     }
     #[cfg(target_os = "linux")]

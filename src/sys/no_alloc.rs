@@ -60,8 +60,11 @@ impl StackPath {
     }
 
     pub(crate) fn push_pid(&mut self, pid: Pid) -> &mut Self {
-        let mut digits = [0u8; 12];
-        let mut n = pid.unsigned_abs();
+        self.push_u64(u64::from(pid.unsigned_abs()))
+    }
+
+    pub(crate) fn push_u64(&mut self, mut n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
         let mut i = digits.len();
         loop {
             i -= 1;

@@ -104,6 +104,12 @@ impl Proc {
         Proc::read(self.pid).is_some_and(|now| now.start == self.start && now.is_live())
     }
 
+    /// Is it paused: stopped by a signal (state `T`), or in a frozen cgroup (`cgroup.freeze`
+    /// leaves it sleeping, so its state does not say)?
+    pub fn is_paused(&self) -> bool {
+        self.state == 'T' || cgroup_of(self.pid).is_some_and(|dir| cgroup_frozen(&dir))
+    }
+
     /// Does this very process still exist at all (a zombie counts)?
     pub fn still_exists(&self) -> bool {
         Proc::read(self.pid).is_some_and(|now| now.start == self.start)
@@ -399,4 +405,24 @@ pub mod holder {
     pub fn number(line: &str, name: &str) -> u32 {
         field(line, name).parse().expect("a number")
     }
+}
+
+/// The cgroup v2 directory of process `pid` (`None`: gone, or cgroup v1 only).
+pub fn cgroup_of(pid: u32) -> Option<std::path::PathBuf> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let point = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split(' ').nth(4))?
+    })?;
+    Some(std::path::PathBuf::from(format!("{point}{rel}")))
+}
+
+/// Whether the cgroup at `dir` is frozen (`frozen 1` in its `cgroup.events`).
+pub fn cgroup_frozen(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
 }

@@ -1,7 +1,8 @@
-//! Linux: subreaper and the other `prctl` attributes, pidfd, signalfd, `/proc`, seccomp user
+//! Linux: cgroup v2, subreaper and the other `prctl` attributes, pidfd, signalfd, `/proc`, seccomp user
 //! notification, socket queries, sock_diag. One file per mechanism; the names below are the
 //! platform's side of the facade in `sys/mod.rs` (macOS provides the same ones).
 
+mod cgroup;
 mod pidfd;
 mod prctl;
 mod procfs;
@@ -10,6 +11,7 @@ mod signalfd;
 mod sock_diag;
 mod socket;
 
+pub(crate) use cgroup::{join_cgroup, pollfd_changed, Cgroup};
 pub(crate) use pidfd::{exit_watch, pidfd_getfd, pidfd_open, pidfd_signal};
 pub(crate) use prctl::{become_subreaper, set_name, set_parent_death_signal};
 pub(crate) use procfs::{

@@ -1,4 +1,4 @@
-//! What macOS does not have (subreaper, process name, parent-death signal, pidfd, seccomp,
+//! What macOS does not have (cgroups, subreaper, process name, parent-death signal, pidfd, seccomp,
 //! socket tables): the same names as on Linux, answering "not here".
 
 use std::ffi::CStr;
@@ -91,4 +91,58 @@ pub(crate) fn socket_owner(_inodes: &[u64]) -> Option<Pid> {
 
 pub(crate) fn socket_inodes(_pid: Pid) -> Vec<u64> {
     Vec::new()
+}
+
+/// No cgroups: none is ever made, so none is ever open.
+pub(crate) enum Cgroup {}
+
+impl Cgroup {
+    pub(crate) fn create(_parent: &CStr, _name: &[u8]) -> Result<Cgroup, i32> {
+        Err(libc::ENOSYS)
+    }
+    pub(crate) fn open(_parent: &CStr, _name: &[u8]) -> Result<Cgroup, i32> {
+        Err(libc::ENOSYS)
+    }
+    pub(crate) fn procs(&self) -> RawFd {
+        match *self {}
+    }
+    pub(crate) fn events_fd(&self) -> RawFd {
+        match *self {}
+    }
+    pub(crate) fn populated(&self) -> Option<bool> {
+        match *self {}
+    }
+    pub(crate) fn frozen(&self) -> Option<bool> {
+        match *self {}
+    }
+    pub(crate) fn kill(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn freeze(&self, _on: bool) -> bool {
+        match *self {}
+    }
+    pub(crate) fn cpu_us(&self) -> Option<u64> {
+        match *self {}
+    }
+    pub(crate) fn memory_peak(&self) -> Option<u64> {
+        match *self {}
+    }
+    pub(crate) fn remove(self) -> bool {
+        match self {}
+    }
+    pub(crate) fn close(self) {
+        match self {}
+    }
+}
+
+pub(crate) fn join_cgroup(_procs: RawFd) -> bool {
+    false
+}
+
+pub(crate) fn pollfd_changed(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    }
 }
