@@ -18,6 +18,7 @@ use crate::deadline::Deadline;
 use crate::sys::{self, Cgroup, Pid};
 
 /// The directory under a process's own cgroup that holds the fixtures' cgroups.
+#[cfg(target_os = "linux")]
 const DIR_NAME: &str = "process-fixture";
 /// How long a clean-up waits for a killed cgroup to empty before it leaves it for a later one.
 const EMPTY_WAIT: Duration = Duration::from_secs(1);
@@ -103,7 +104,9 @@ fn sweep(parent: &Path) {
             let opened = CString::new(parent.as_os_str().as_bytes())
                 .ok()
                 .and_then(|p| Cgroup::open(&p, name(pid, start).as_bytes()).ok());
-            opened.map(kill_and_remove);
+            if let Some(cg) = opened {
+                kill_and_remove(cg);
+            }
         }
     }
 }

@@ -31,7 +31,9 @@ pub(super) fn spawn_leader(
         procs => procs,
     };
     let started = spawn_in(plan, ends, procs);
-    procs.map(sys::close);
+    if let Some(fd) = procs {
+        sys::close(fd);
+    }
     started
 }
 
