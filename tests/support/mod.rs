@@ -426,3 +426,42 @@ pub fn cgroup_frozen(dir: &std::path::Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events"))
         .is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
 }
+
+/// Set on a copy of a test binary started by [`run_fresh`]: the name of the test it runs.
+pub const FRESH_VAR: &str = "PF_FRESH_TEST";
+
+/// Whether this process is the fresh copy [`run_fresh`] started for test `name`.
+pub fn is_fresh(name: &str) -> bool {
+    std::env::var(FRESH_VAR).as_deref() == Ok(name)
+}
+
+/// Runs test `name` of this test binary again, alone, in a process of its own (under
+/// `wrapper`, a command that execs the rest, such as `unshare …`), with `env` added; the test
+/// sees [`is_fresh`] and runs its body there. Asserts that it passed; returns its output.
+pub fn run_fresh(name: &str, env: &[(&str, &str)], wrapper: &[&str]) -> String {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    cmd.args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(FRESH_VAR, name)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("running this test binary again");
+    let text = format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} failed in a fresh process ({:?}):\n{text}",
+        out.status
+    );
+    text
+}

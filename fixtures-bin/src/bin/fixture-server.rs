@@ -59,6 +59,7 @@ modes! {
     ReadyLine => "ready-line",
     Daemonize => "daemonize",
     ForkChurn => "fork-churn",
+    ForkStorm => "fork-storm",
     ExitAfterReady => "exit-after-ready",
     HttpWarmup => "http-warmup",
     CrashWithHelper => "crash-with-helper",
@@ -506,6 +507,39 @@ fn fork_churn(opts: &Opts) -> ! {
     serve(&listener)
 }
 
+/// A fork bomb held in check only by RLIMIT_NPROC (`--workers` processes for this user; root
+/// is exempt, so run it as another user): binds, then one child starts forking, and every
+/// process it makes forks too, forever, each in a session of its own (out of the group) and
+/// ignoring SIGTERM. The leader serves and dies on SIGTERM.
+fn fork_storm(opts: &Opts) -> ! {
+    set_sigterm(OnTerm::Die);
+    let cap = opts.workers as libc::rlim_t;
+    let limit = libc::rlimit {
+        rlim_cur: cap,
+        rlim_max: cap,
+    };
+    // SAFETY: plain syscall with a live local.
+    unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &limit) };
+    let listener = bind(opts.port);
+    fork_child(storm_forever);
+    serve(&listener)
+}
+
+fn storm_forever() {
+    // SAFETY: plain syscalls in a single-threaded process; every child runs this same loop.
+    unsafe {
+        libc::setsid();
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        loop {
+            if libc::fork() == 0 {
+                libc::setsid();
+            } else {
+                libc::sched_yield();
+            }
+        }
+    }
+}
+
 /// Forks short-lived grandchildren back to back, forever.
 fn churn_forever() {
     loop {
@@ -668,6 +702,7 @@ fn main() {
         Mode::ReadyLine => ready_line(&opts),
         Mode::Daemonize => daemonize(&opts),
         Mode::ForkChurn => fork_churn(&opts),
+        Mode::ForkStorm => fork_storm(&opts),
         Mode::ExitAfterReady => exit_after_ready(&opts),
         Mode::HttpWarmup => http_warmup(&opts),
         Mode::CrashWithHelper => crash_with_helper(&opts),

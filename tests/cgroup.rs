@@ -1,0 +1,311 @@
+//! `Containment::Cgroup`: what only a cgroup stops (a fork storm; what a dead guardian's
+//! server leaves, wherever it re-parented), the cgroup's own life (removed after the stop, a
+//! stale one swept by a later spawn), its freezer, and hostile environments (a read-only
+//! cgroup filesystem, a forced fallback, a PID namespace whose init never reaps, a stranger on
+//! the leader's old pid). Tests that need a writable cgroup v2 hierarchy, or root, print why
+//! they are skipped where the machine cannot run them.
+#![cfg(target_os = "linux")] // cgroups
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use process_fixture::{Containment, Error, ProcessFixture, Ready};
+use support::fixture_server::server;
+use support::{marked_processes, marker, MARKER_VAR, SOON};
+
+fn is_root() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Where fixtures' cgroups are made here, or `None` (printed) when there is no cgroup.
+fn cgroup_parent() -> Option<PathBuf> {
+    let fx = ProcessFixture::builder("sleep")
+        .arg("60")
+        .ready(Ready::none())
+        .containment(Containment::Cgroup)
+        .spawn();
+    match fx {
+        Ok(fx) => {
+            let dir = support::cgroup_of(fx.pid()).expect("the server's cgroup");
+            Some(dir.parent().expect("its parent").to_path_buf())
+        }
+        Err(Error::ContainmentUnavailable { reason, .. }) => {
+            eprintln!("skipped: no cgroup here: {reason}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A server in a cgroup of its own, its processes marked with `marker`.
+fn in_cgroup(mode: &str, extra: &[&str], marker: &str) -> process_fixture::Builder {
+    let mut b = server(mode, extra, Ready::tcp());
+    b.containment(Containment::Cgroup).env(MARKER_VAR, marker);
+    b
+}
+
+#[test]
+fn a_fork_storm_is_stopped_whole_and_its_cgroup_removed() {
+    if cgroup_parent().is_none() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: RLIMIT_NPROC binds only another user, and switching needs root");
+        return;
+    }
+    let mark = marker("fork-storm");
+    let fx = in_cgroup("fork-storm", &["--workers", "64"], &mark)
+        .user("nobody")
+        .grace_period(Duration::from_millis(200))
+        .spawn()
+        .expect("spawn");
+    let dir = support::cgroup_of(fx.pid()).expect("its cgroup");
+    assert!(
+        support::wait_until(SOON, || marked_processes(&mark).len() >= 32),
+        "the storm did not grow: {}",
+        marked_processes(&mark).len()
+    );
+    let storm = marked_processes(&mark).len();
+    let report = fx.stop().expect("a confirmed stop");
+    eprintln!("a fork storm of about {storm} processes: {report}");
+    assert_eq!(report.containment, Containment::Cgroup, "{report}");
+    assert!(report.escalated, "{report}");
+    assert_eq!(marked_processes(&mark), Vec::<u32>::new(), "left: {report}");
+    assert!(!dir.exists(), "{} is still there", dir.display());
+}
+
+#[test]
+fn a_sigkilled_guardian_leaves_nothing_of_its_cgroup() {
+    if cgroup_parent().is_none() {
+        return;
+    }
+    // Workers in the group and an escapee in a session of its own: with a forked guardian no
+    // subreaper is above them once it dies; only the cgroup still holds them.
+    for (mode, expected) in [("forking-master", 3), ("setsid-escapee", 2)] {
+        let mark = marker(mode);
+        let fx = in_cgroup(mode, &["--workers", "2"], &mark)
+            .spawn()
+            .expect("spawn");
+        let dir = support::cgroup_of(fx.pid()).expect("its cgroup");
+        assert!(
+            support::wait_until(SOON, || marked_processes(&mark).len() >= expected),
+            "{mode}: {:?}",
+            marked_processes(&mark)
+        );
+        let killed = Instant::now();
+        // SAFETY: plain syscall on our own fixture's guardian.
+        assert_eq!(
+            unsafe { libc::kill(fx.guardian_pid() as i32, libc::SIGKILL) },
+            0
+        );
+        assert!(
+            support::wait_until(SOON, || marked_processes(&mark).is_empty()),
+            "{mode}: left after the guardian was SIGKILLed: {:?}",
+            marked_processes(&mark)
+        );
+        let gone = killed.elapsed();
+        assert!(
+            support::wait_until(SOON, || !dir.exists()),
+            "{mode}: {} stays",
+            dir.display()
+        );
+        eprintln!("{mode}: nothing left {gone:?} after the guardian's SIGKILL");
+        let err = fx.stop().expect_err("no guardian, no confirmed stop");
+        assert!(err.to_string().contains("died"), "{err}");
+    }
+}
+
+#[test]
+fn a_cgroup_left_by_a_dead_guardian_is_removed_by_a_later_spawn() {
+    const NAME: &str = "a_cgroup_left_by_a_dead_guardian_is_removed_by_a_later_spawn";
+    if support::is_fresh(NAME) {
+        // The first spawn of a process sweeps.
+        let fx = server("well-behaved", &[], Ready::tcp())
+            .spawn()
+            .expect("spawn");
+        assert_eq!(fx.stop().expect("stop").containment, Containment::Cgroup);
+        return;
+    }
+    let Some(parent) = cgroup_parent() else {
+        return;
+    };
+    // A guardian pid no process can have (above the largest pid_max), with a live process in
+    // its cgroup, as a SIGKILLed run with no zygote would leave it.
+    let stale = parent.join("4194305.1");
+    std::fs::create_dir(&stale).expect("a stale cgroup");
+    let mut orphan = Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sleep");
+    std::fs::write(stale.join("cgroup.procs"), orphan.id().to_string()).expect("moving it in");
+    support::run_fresh(NAME, &[], &[]);
+    let status = wait_child(&mut orphan, SOON);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "the orphan in the stale cgroup was not killed"
+    );
+    assert!(
+        support::wait_until(SOON, || !stale.exists()),
+        "{} stays",
+        stale.display()
+    );
+}
+
+fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    support::wait_until(timeout, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+#[test]
+fn pause_freezes_the_cgroup_and_is_paused_reads_it() {
+    if cgroup_parent().is_none() {
+        return;
+    }
+    let mark = marker("freeze");
+    let fx = in_cgroup("fork-churn", &["--workers", "2"], &mark)
+        .spawn()
+        .expect("spawn");
+    let dir = support::cgroup_of(fx.pid()).expect("its cgroup");
+    fx.pause().expect("pause");
+    assert!(support::cgroup_frozen(&dir), "not frozen");
+    assert!(fx.is_paused());
+    // The kernel's state, not a flag of ours: thawed behind our back, it says so.
+    std::fs::write(dir.join("cgroup.freeze"), "0").expect("thawing by hand");
+    assert!(support::wait_until(SOON, || !fx.is_paused()));
+    fx.pause().expect("pause again");
+    let report = fx.stop().expect("a paused fixture stops");
+    assert!(!dir.exists(), "{report}");
+    assert_eq!(marked_processes(&mark), Vec::<u32>::new(), "{report}");
+}
+
+#[test]
+fn without_a_writable_cgroup_the_default_falls_back_and_cgroup_is_refused_with_the_reason() {
+    const NAME: &str =
+        "without_a_writable_cgroup_the_default_falls_back_and_cgroup_is_refused_with_the_reason";
+    if support::is_fresh(NAME) {
+        let expected = std::env::var("PF_EXPECTED_REASON").expect("PF_EXPECTED_REASON");
+        let refused = ProcessFixture::builder("true")
+            .ready(Ready::none())
+            .containment(Containment::Cgroup)
+            .spawn();
+        match refused {
+            Err(e @ Error::ContainmentUnavailable { .. }) => {
+                assert!(e.to_string().contains(&expected), "{e}")
+            }
+            other => panic!("expected ContainmentUnavailable, got {other:?}"),
+        }
+        let fx = server("well-behaved", &[], Ready::tcp())
+            .spawn()
+            .expect("the default still spawns");
+        let report = fx.stop().expect("stop");
+        assert_eq!(report.containment, Containment::Subreaper, "{report}");
+        return;
+    }
+    let forced = [
+        ("PROCESS_FIXTURE_FORCE", "no-cgroup"),
+        ("PF_EXPECTED_REASON", "no-cgroup"),
+    ];
+    support::run_fresh(NAME, &forced, &[]);
+    let Some(parent) = cgroup_parent() else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipped (read-only cgroup filesystem): needs root for a mount namespace");
+        return;
+    }
+    let mount = cgroup2_mount(&parent);
+    let remount = format!("mount -o remount,bind,ro {mount} && exec \"$0\" \"$@\"");
+    let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", &remount];
+    support::run_fresh(NAME, &[("PF_EXPECTED_REASON", "read-only")], &wrapper);
+}
+
+/// The mount point of the cgroup2 filesystem that holds `dir`.
+fn cgroup2_mount(dir: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right.starts_with("cgroup2 ").then(|| left.split(' ').nth(4))?
+        })
+        .find(|point| dir.starts_with(point))
+        .expect("the cgroup2 mount")
+        .to_owned()
+}
+
+#[test]
+fn in_a_pid_namespace_whose_init_never_reaps_nothing_is_left_and_no_stranger_is_signalled() {
+    const NAME: &str =
+        "in_a_pid_namespace_whose_init_never_reaps_nothing_is_left_and_no_stranger_is_signalled";
+    if support::is_fresh(NAME) {
+        return pid_namespace_body();
+    }
+    if !is_root() {
+        eprintln!("skipped: needs root for a PID namespace");
+        return;
+    }
+    let wrapper = ["unshare", "--pid", "--fork", "--mount-proc"];
+    let out = support::run_fresh(NAME, &[], &wrapper);
+    assert!(out.contains("stranger on"), "{out}");
+}
+
+/// Runs as pid 1 of a new PID namespace: the test process is the init that never reaps.
+fn pid_namespace_body() {
+    assert_eq!(std::process::id(), 1, "not the namespace's init");
+    let mark = marker("pidns");
+    let mut leaders = Vec::new();
+    for mode in ["forking-master", "setsid-escapee"] {
+        let fx = server(mode, &["--workers", "2"], Ready::tcp())
+            .env(MARKER_VAR, &mark)
+            .spawn()
+            .expect("spawn");
+        leaders.push(fx.pid());
+        let report = fx.stop().expect("stop");
+        eprintln!("{mode} as init's grandchild: {report}");
+    }
+    assert_eq!(marked_processes(&mark), Vec::<u32>::new());
+    let zombies: Vec<_> = support::children(1)
+        .into_iter()
+        .filter(|p| !p.is_live())
+        .collect();
+    assert!(zombies.is_empty(), "zombies left on init: {zombies:?}");
+    // A stranger steered onto the first leader's old pid (and so its old group id), then more
+    // fixtures come and go: it must never get a signal from us.
+    let old = leaders[0];
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (old - 1).to_string()).expect("ns_last_pid");
+    let mut stranger = Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the stranger");
+    eprintln!("stranger on pid {} (the old leader was {old})", stranger.id());
+    for _ in 0..3 {
+        let fx = server("forking-master", &["--workers", "2"], Ready::tcp())
+            .spawn()
+            .expect("spawn");
+        fx.pause().expect("pause");
+        fx.resume().expect("resume");
+        fx.stop().expect("stop");
+    }
+    assert!(
+        stranger.try_wait().expect("try_wait").is_none(),
+        "the stranger was signalled"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
