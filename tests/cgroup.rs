@@ -158,7 +158,10 @@ fn a_cgroup_left_by_a_dead_guardian_is_removed_by_a_later_spawn() {
     );
 }
 
-fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_child(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let mut status = None;
     support::wait_until(timeout, || {
         status = child.try_wait().expect("try_wait");
@@ -230,7 +233,15 @@ fn without_a_writable_cgroup_the_default_falls_back_and_cgroup_is_refused_with_t
     }
     let mount = cgroup2_mount(&parent);
     let remount = format!("mount -o remount,bind,ro {mount} && exec \"$0\" \"$@\"");
-    let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", &remount];
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &remount,
+    ];
     support::run_fresh(NAME, &[("PF_EXPECTED_REASON", "read-only")], &wrapper);
 }
 
@@ -241,7 +252,9 @@ fn cgroup2_mount(dir: &Path) -> String {
         .lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            right.starts_with("cgroup2 ").then(|| left.split(' ').nth(4))?
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split(' ').nth(4))?
         })
         .find(|point| dir.starts_with(point))
         .expect("the cgroup2 mount")
@@ -293,7 +306,10 @@ fn pid_namespace_body() {
         .stdin(Stdio::null())
         .spawn()
         .expect("the stranger");
-    eprintln!("stranger on pid {} (the old leader was {old})", stranger.id());
+    eprintln!(
+        "stranger on pid {} (the old leader was {old})",
+        stranger.id()
+    );
     for _ in 0..3 {
         let fx = server("forking-master", &["--workers", "2"], Ready::tcp())
             .spawn()

@@ -1,0 +1,203 @@
+//! Figures for BENCHMARKS.md: what a cgroup per fixture costs and what it buys, against the
+//! subreaper, in one run.
+//!
+//! ```text
+//! PF_BENCH_N=50 cargo bench -p fixtures-bin --bench containment
+//! ```
+//!
+//! 1. The stop of a 50-process tree (`fixture-server --mode workers-ignore-term --workers 49`,
+//!    grace 100 ms, so the stop ends in SIGKILL), `Containment::Cgroup` and `Subreaper`.
+//! 2. The stop of a fork storm (`--mode fork-storm`, RLIMIT_NPROC 64 for user nobody: every
+//!    process forks without end in a session of its own and ignores SIGTERM; grace 100 ms),
+//!    both ways, with how many processes were left afterwards. Root only (printed otherwise).
+//! 3. The cost a cgroup adds to a spawn+stop cycle of `sleep 60` (`Ready::none()`): median of
+//!    each, alternating, and the difference.
+//!
+//! Where no cgroup can be made, says so and measures the subreaper alone. Nothing is asserted.
+
+use std::time::{Duration, Instant};
+
+use fixtures_bin::{rounds, summary};
+use process_fixture::{Containment, Error, ProcessFixture, Ready};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
+const GRACE: Duration = Duration::from_millis(100);
+
+fn main() {
+    let n = rounds(50);
+    let kinds = available();
+    println!("containment bench, n={n}");
+    for &kind in &kinds {
+        let mut stops = stop_times(kind, n.div_ceil(5).max(3), tree);
+        println!("1. 50-process tree, {kind:?}: stop {}", summary(&mut stops));
+    }
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } == 0 {
+        for &kind in &kinds {
+            let (mut stops, left) = storm_stops(kind, n.div_ceil(10).max(2));
+            println!(
+                "2. fork storm (64 processes), {kind:?}: stop {}, processes left afterwards: {left}",
+                summary(&mut stops)
+            );
+        }
+    } else {
+        println!("2. fork storm: skipped (needs root to run it as another user)");
+    }
+    cycle_cost(&kinds, n);
+}
+
+/// Cgroup (when one can be made here) and Subreaper.
+fn available() -> Vec<Containment> {
+    let probe = ProcessFixture::builder("true")
+        .ready(Ready::none())
+        .containment(Containment::Cgroup)
+        .spawn();
+    match probe {
+        Ok(_) => vec![Containment::Cgroup, Containment::Subreaper],
+        Err(Error::ContainmentUnavailable { reason, .. }) => {
+            println!("no cgroup here ({reason}): the subreaper alone");
+            vec![Containment::Subreaper]
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn tree(kind: Containment) -> ProcessFixture {
+    let fx = ProcessFixture::builder(SERVER)
+        .args([
+            "--mode",
+            "workers-ignore-term",
+            "--workers",
+            "49",
+            "--port",
+            "{port}",
+        ])
+        .ready(Ready::tcp())
+        .containment(kind)
+        .grace_period(GRACE)
+        .spawn()
+        .expect("spawn");
+    wait_for(|| fx.processes().len() >= 50);
+    fx
+}
+
+fn storm(kind: Containment) -> ProcessFixture {
+    let fx = ProcessFixture::builder(SERVER)
+        .args([
+            "--mode",
+            "fork-storm",
+            "--workers",
+            "64",
+            "--port",
+            "{port}",
+        ])
+        .ready(Ready::tcp())
+        .user("nobody")
+        .containment(kind)
+        .grace_period(GRACE)
+        .spawn()
+        .expect("spawn");
+    wait_for(|| fx.processes().len() >= 48);
+    fx
+}
+
+fn stop_times(
+    kind: Containment,
+    n: usize,
+    make: fn(Containment) -> ProcessFixture,
+) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let fx = make(kind);
+            let t = Instant::now();
+            let _ = fx.stop();
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// Stop times of fork storms, and the most processes of user nobody left alive after a stop.
+fn storm_stops(kind: Containment, n: usize) -> (Vec<Duration>, usize) {
+    let mut left = 0;
+    let times = (0..n)
+        .map(|_| {
+            let fx = storm(kind);
+            let t = Instant::now();
+            let outcome = fx.stop();
+            let took = t.elapsed();
+            if let Err(e) = outcome {
+                println!("   {kind:?}: {e}");
+            }
+            left = left.max(nobody_processes());
+            kill_nobody();
+            took
+        })
+        .collect();
+    (times, left)
+}
+
+fn cycle_cost(kinds: &[Containment], n: usize) {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    for _ in 0..n {
+        for (i, &kind) in kinds.iter().enumerate() {
+            let t = Instant::now();
+            let fx = ProcessFixture::builder("sleep")
+                .arg("60")
+                .ready(Ready::none())
+                .containment(kind)
+                .spawn()
+                .expect("spawn");
+            fx.stop().expect("stop");
+            samples[i].push(t.elapsed());
+        }
+    }
+    let medians: Vec<Duration> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort_unstable();
+            s[s.len() / 2]
+        })
+        .collect();
+    for (kind, s) in kinds.iter().zip(&mut samples) {
+        println!("3. spawn+stop of sleep, {kind:?}: {}", summary(s));
+    }
+    if let [cgroup, subreaper] = medians[..] {
+        let extra = cgroup.as_secs_f64() - subreaper.as_secs_f64();
+        println!("3. a cgroup adds {:.3} ms to the median cycle", extra * 1e3);
+    }
+}
+
+/// Live processes of user nobody (65534).
+fn nobody_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534"))
+                    && !s
+                        .lines()
+                        .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+        })
+        .count()
+}
+
+/// What a storm left (the subreaper may give up on one): a bench must not leave it running.
+fn kill_nobody() {
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-u", "nobody"])
+        .status();
+    wait_for(|| nobody_processes() == 0);
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pause = Duration::from_micros(100);
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
