@@ -553,3 +553,36 @@ fn the_stop_thaws_a_paused_tree_before_its_first_signal() {
         "a paused tree must be continued before the stop signal"
     );
 }
+
+#[test]
+fn cgroup_control_files_are_written_only_in_sys_cgroup() {
+    // `cgroup.kill`, `cgroup.freeze` and `cgroup.procs` act on processes: like signals, one place.
+    for file in ["cgroup.kill\"", "cgroup.freeze\"", "cgroup.procs\""] {
+        assert_eq!(
+            offenders(
+                file,
+                &["sys/linux/cgroup.rs", "sys/macos/absent.rs", "cgroup.rs"]
+            ),
+            Vec::<String>::new(),
+            "{file}"
+        );
+    }
+    // The test side's module only finds, names and reads: every write goes through sys::Cgroup.
+    assert_eq!(uses("cgroup.rs", "std::fs::write"), Vec::<String>::new());
+}
+
+#[test]
+fn the_server_joins_its_cgroup_before_anything_else() {
+    let server = std::fs::read_to_string(src().join("guardian/server.rs")).unwrap();
+    let child = &server[server.find("fn exec_server(").expect("exec_server")..];
+    let join = child
+        .find("join_cgroup(")
+        .expect("the child joins its cgroup");
+    let group = child
+        .find("new_process_group()")
+        .expect("the child's own group");
+    assert!(
+        join < group,
+        "nothing of the server may run (or fork) outside its cgroup"
+    );
+}

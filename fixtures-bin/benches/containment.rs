@@ -6,9 +6,9 @@
 //! ```
 //!
 //! 1. The stop of a 50-process tree (`fixture-server --mode workers-ignore-term --workers 49`,
-//!    grace 100 ms, so the stop ends in SIGKILL), `Containment::Cgroup` and `Subreaper`.
+//!    no grace, so the stop is its kill), `Containment::Cgroup` and `Subreaper`.
 //! 2. The stop of a fork storm (`--mode fork-storm`, RLIMIT_NPROC 64 for user nobody: every
-//!    process forks without end in a session of its own and ignores SIGTERM; grace 100 ms),
+//!    process forks without end in a session of its own and ignores SIGTERM; no grace),
 //!    both ways, with how many processes were left afterwards. Root only (printed otherwise).
 //! 3. The cost a cgroup adds to a spawn+stop cycle of `sleep 60` (`Ready::none()`): median of
 //!    each, alternating, and the difference.
@@ -21,7 +21,8 @@ use fixtures_bin::{rounds, summary};
 use process_fixture::{Containment, Error, ProcessFixture, Ready};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
-const GRACE: Duration = Duration::from_millis(100);
+/// No grace: the stop goes straight to its kill, which is what is compared.
+const GRACE: Duration = Duration::ZERO;
 
 fn main() {
     let n = rounds(50);
