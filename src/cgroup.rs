@@ -1,6 +1,8 @@
 //! Where fixtures' cgroups live: a writable cgroup v2 hierarchy, found once per process, and in
-//! it `<this process's cgroup>/process-fixture/`, where each guardian makes its fixture's cgroup
-//! named `<guardian pid>.<guardian start time>`. Also the two clean-ups that the guardian cannot
+//! it `<this process's cgroup>/process-fixture/<PID namespace>/`, where each guardian makes its
+//! fixture's cgroup named `<guardian pid>.<guardian start time>`. The namespace (the inode of
+//! `/proc/self/ns/pid`) is part of the path because a pid means something only in its own: a
+//! sweep looks only at the cgroups of guardians whose pids it can check. Also the two clean-ups that the guardian cannot
 //! do itself: the sweep of cgroups left by guardians that died (run once per process, at the
 //! first spawn that uses a cgroup), and the kill of a cgroup whose guardian has just died (run
 //! by the zygote, or by the test side for a guardian it forked).
@@ -163,15 +165,26 @@ fn check_writable(own: &Path) -> Result<PathBuf, String> {
         .open(&procs)
         .map_err(|e| format!("{} is not writable ({e})", procs.display()))?;
     let parent = own.join(DIR_NAME);
-    match std::fs::create_dir(&parent) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("{} cannot be made ({e})", parent.display())),
-    }
+    make_dir(&parent)?;
     if !parent.join("cgroup.kill").exists() {
         return Err("this kernel has no cgroup.kill (it needs Linux 5.14 or later)".into());
     }
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/self/ns/pid")
+        .map_err(|e| format!("/proc/self/ns/pid cannot be read ({e})"))?
+        .ino();
+    let parent = parent.join(ns.to_string());
+    make_dir(&parent)?;
     Ok(parent)
+}
+
+#[cfg(target_os = "linux")]
+fn make_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("{} cannot be made ({e})", dir.display())),
+    }
 }
 
 /// A cgroup2 line of `/proc/self/mountinfo`: `id parent dev root point options … - cgroup2 …`.

@@ -272,9 +272,17 @@ fn in_a_pid_namespace_whose_init_never_reaps_nothing_is_left_and_no_stranger_is_
         eprintln!("skipped: needs root for a PID namespace");
         return;
     }
+    // A fixture of ours lives across it: the namespace's sweep must not take its cgroup for a
+    // dead guardian's (its pid means nothing there).
+    let ours = server("well-behaved", &[], Ready::tcp())
+        .spawn()
+        .expect("spawn");
     let wrapper = ["unshare", "--pid", "--fork", "--mount-proc"];
     let out = support::run_fresh(NAME, &[], &wrapper);
     assert!(out.contains("stranger on"), "{out}");
+    assert!(ours.is_running(), "the namespaced test process killed our fixture");
+    assert!(support::http_get(ours.port(), "/").is_ok());
+    ours.stop().expect("stop");
 }
 
 /// Runs as pid 1 of a new PID namespace: the test process is the init that never reaps.
