@@ -74,6 +74,10 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     plan.subreaper = cfg.containment != Some(Containment::ProcessGroup);
     plan.cgroup = cgroup_parent(cfg)?;
     plan.cgroup_required = cfg.containment == Some(Containment::Cgroup);
+    if plan.cgroup.is_some() {
+        plan.memory_cgroup = crate::cgroup::memory_parent()
+            .and_then(|dir| CString::new(dir.as_os_str().as_bytes()).ok());
+    }
     plan.pidfd = !crate::force::forced("no-pidfd");
     plan.listen = listen_choice(cfg);
     plan.uid = user.map(|u| u.uid).or(cfg.uid);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process_fixture::{Containment, Error, ProcessFixture, Ready};
+use process_fixture::{Containment, Error, ProcessFixture, Ready, UsageSource};
 use support::fixture_server::server;
 use support::{marked_processes, marker, MARKER_VAR, SOON};
 
@@ -98,10 +98,8 @@ fn a_sigkilled_guardian_leaves_nothing_of_its_cgroup() {
         );
         let killed = Instant::now();
         // SAFETY: plain syscall on our own fixture's guardian.
-        assert_eq!(
-            unsafe { libc::kill(fx.guardian_pid() as i32, libc::SIGKILL) },
-            0
-        );
+        let killed_it = unsafe { libc::kill(fx.guardian_pid() as i32, libc::SIGKILL) };
+        assert_eq!(killed_it, 0);
         assert!(
             support::wait_until(SOON, || marked_processes(&mark).is_empty()),
             "{mode}: left after the guardian was SIGKILLed: {:?}",
@@ -172,6 +170,56 @@ fn wait_child(
         let _ = child.wait();
     }
     status
+}
+
+#[test]
+fn the_report_counts_the_whole_trees_cpu_and_memory() {
+    if cgroup_parent().is_none() {
+        return;
+    }
+    // Four workers with 32 MiB each: the tree's peak is over 128 MiB, the largest process's
+    // about 32.
+    let fx = in_cgroup(
+        "forking-master",
+        &["--workers", "4", "--worker-mib", "32"],
+        "usage",
+    )
+    .spawn()
+    .expect("spawn");
+    let resident = || -> u64 { fx.processes().iter().map(|p| rss(p.pid)).sum() };
+    assert!(
+        support::wait_until(SOON, || resident() > 128 << 20),
+        "the workers did not fill their memory: {} bytes",
+        resident()
+    );
+    let report = fx.stop().expect("stop");
+    eprintln!("{report}");
+    let peak = report.peak_memory.expect("peak_memory");
+    match report.usage_source {
+        Some(UsageSource::Cgroup) => {
+            assert!(peak > 100 << 20, "{report}");
+            assert!(report.to_string().contains("(the whole tree)"), "{report}");
+        }
+        Some(UsageSource::CgroupCpu) => {
+            eprintln!("no memory controller for the cgroup here: the largest process's peak");
+            assert!(peak > 32 << 20 && peak < 128 << 20, "{report}");
+        }
+        other => panic!("a cgroup's stop reports its usage: {other:?}"),
+    }
+    assert!(
+        report.cpu_time.is_some_and(|c| c > Duration::ZERO),
+        "{report}"
+    );
+}
+
+/// Resident size of process `pid`, in bytes (`VmRSS`); 0 when gone.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or(0, |kb| kb << 10)
 }
 
 #[test]
@@ -280,7 +328,10 @@ fn in_a_pid_namespace_whose_init_never_reaps_nothing_is_left_and_no_stranger_is_
     let wrapper = ["unshare", "--pid", "--fork", "--mount-proc"];
     let out = support::run_fresh(NAME, &[], &wrapper);
     assert!(out.contains("stranger on"), "{out}");
-    assert!(ours.is_running(), "the namespaced test process killed our fixture");
+    assert!(
+        ours.is_running(),
+        "the namespaced test process killed our fixture"
+    );
     assert!(support::http_get(ours.port(), "/").is_ok());
     ours.stop().expect("stop");
 }

@@ -894,7 +894,14 @@ fn the_report_says_what_the_server_used() {
         idle.cpu_time.expect("cpu_time") < Duration::from_millis(290),
         "{idle}"
     );
+    // A cgroup counts what was charged to it (not the program's file pages that another cgroup
+    // cached first); a process's RSS counts them all.
+    let least = if source == UsageSource::Cgroup {
+        64 << 10
+    } else {
+        1 << 20
+    };
     let peak = busy.peak_memory.expect("peak_memory");
-    assert!((1 << 20..1 << 30).contains(&peak), "{busy}");
+    assert!((least..1 << 30).contains(&peak), "{busy}");
     assert!(busy.to_string().contains("of CPU, peak"), "{busy}");
 }

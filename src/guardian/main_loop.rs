@@ -63,6 +63,8 @@ pub(super) struct Guardian<'a> {
     pub(super) events: Option<ChildEvents>,
     /// The server's cgroup, when it has one: the stop's kill and confirmation, the pause.
     pub(super) cgroup: Option<Cgroup>,
+    /// Its namesake on the v1 memory hierarchy, where the memory is counted on a hybrid system.
+    pub(super) memory: Option<Cgroup>,
     listen: Option<ListenWatch>,
     leader_exit_reported: bool,
     pub(super) gone_reported: bool,
@@ -82,16 +84,18 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
     let subreaper = plan.subreaper && sys::become_subreaper();
     let events = ChildEvents::new();
     let start = sys::proc_stat(sys::getpid()).map_or(0, |s| s.start);
-    let started = make_cgroup(plan, start).and_then(|cgroup| {
-        match server::spawn_leader(plan, &ends, cgroup.as_ref()) {
-            Ok((pid, listen)) => Ok((pid, listen, cgroup)),
+    let started = make_cgroup(plan, start).and_then(|(cgroup, memory)| {
+        let cgroups = [cgroup.as_ref(), memory.as_ref()];
+        match server::spawn_leader(plan, &ends, cgroups) {
+            Ok((pid, listen)) => Ok((pid, listen, (cgroup, memory))),
             Err(failed) => {
                 cgroup.map(Cgroup::remove);
+                memory.map(Cgroup::remove);
                 Err(failed)
             }
         }
     });
-    let (leader_pid, listen, cgroup) = match started {
+    let (leader_pid, listen, (cgroup, memory)) = match started {
         Ok(started) => started,
         Err(failed) => {
             report(&ends, &failed);
@@ -118,6 +122,7 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
         tree: Tree::new(leader_pid, subreaper, plan.pidfd),
         events,
         cgroup,
+        memory,
         listen,
         leader_exit_reported: false,
         gone_reported: false,
@@ -142,20 +147,25 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
     });
 }
 
-/// The server's cgroup, `<parent>/<guardian pid>.<start>`, when the plan asks for one. Made
-/// here, not by the test side, so that its name says whose it is: a later sweep removes it
-/// once no process has that pid and start time. `Err`: it was required and cannot be made.
-fn make_cgroup(plan: &Plan, start: u64) -> Result<Option<Cgroup>, Msg> {
+/// The server's cgroup, `<parent>/<guardian pid>.<start>`, when the plan asks for one, and its
+/// namesake on the v1 memory hierarchy when the plan names one (best effort: it only counts).
+/// Made here, not by the test side, so that the name says whose it is: a later sweep removes
+/// it once no process has that pid and start time. `Err`: it was required and cannot be made.
+fn make_cgroup(plan: &Plan, start: u64) -> Result<(Option<Cgroup>, Option<Cgroup>), Msg> {
     let Some(parent) = &plan.cgroup else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let mut name = sys::StackPath::new();
     name.push_pid(sys::getpid()).push(b".").push_u64(start);
-    match Cgroup::create(parent, name.as_cstr().to_bytes()) {
-        Ok(cgroup) => Ok(Some(cgroup)),
-        Err(errno) if plan.cgroup_required => Err(server::failed(STAGE_CGROUP, errno)),
-        Err(_) => Ok(None),
-    }
+    let name = name.as_cstr().to_bytes();
+    let cgroup = match Cgroup::create(parent, name) {
+        Ok(cgroup) => cgroup,
+        Err(errno) if plan.cgroup_required => return Err(server::failed(STAGE_CGROUP, errno)),
+        Err(_) => return Ok((None, None)),
+    };
+    let memory =
+        (plan.memory_cgroup.as_deref()).and_then(|p| Cgroup::create_memory_v1(p, name).ok());
+    Ok((Some(cgroup), memory))
 }
 
 /// Removes the fixture's directory once nothing of the server lives, without following

@@ -376,6 +376,9 @@ pub(crate) struct Plan {
     pub cgroup: Option<CString>,
     /// Without its cgroup the server must not start (`Containment::Cgroup`).
     pub cgroup_required: bool,
+    /// Where the guardian makes a cgroup of the same name on the v1 memory hierarchy, to count
+    /// the server's memory (a hybrid system), if it may.
+    pub memory_cgroup: Option<CString>,
     /// Use pidfds (Linux ≥ 5.3); `false` when `PROCESS_FIXTURE_FORCE=no-pidfd`.
     pub pidfd: bool,
     pub listen: ListenEvents,
@@ -416,6 +419,7 @@ impl Plan {
             subreaper: true,
             cgroup: None,
             cgroup_required: false,
+            memory_cgroup: None,
             pidfd: true,
             listen: ListenEvents::Off,
             uid: None,
@@ -461,6 +465,7 @@ impl Plan {
                 | u32::from(self.cgroup_required) << 2,
         );
         w.opt_bytes(self.cgroup.as_ref().map(|c| c.as_bytes()));
+        w.opt_bytes(self.memory_cgroup.as_ref().map(|c| c.as_bytes()));
         w.u32(match self.listen {
             ListenEvents::Off => 0,
             ListenEvents::On {
@@ -500,6 +505,7 @@ impl Plan {
         let grace = Duration::new(r.u64()?, r.u32()?.min(999_999_999));
         let features = r.u32()?;
         let cgroup = r.opt_cstring()?;
+        let memory_cgroup = r.opt_cstring()?;
         let listen = match r.u32()? {
             0 => ListenEvents::Off,
             1 => ListenEvents::On {
@@ -530,6 +536,7 @@ impl Plan {
         plan.pidfd = features & 2 != 0;
         plan.cgroup_required = features & 4 != 0;
         plan.cgroup = cgroup;
+        plan.memory_cgroup = memory_cgroup;
         plan.listen = listen;
         plan.uid = uid;
         plan.gid = gid;
@@ -627,6 +634,7 @@ mod tests {
         plan.subreaper = false;
         plan.cgroup = Some(c("/sys/fs/cgroup/process-fixture"));
         plan.cgroup_required = true;
+        plan.memory_cgroup = Some(c("/sys/fs/cgroup/memory/process-fixture"));
         plan.listen = ListenEvents::On { no_new_privs: true };
         plan.uid = Some(70);
         plan.groups = Some(vec![1, 2]);
@@ -644,6 +652,7 @@ mod tests {
         assert_eq!(back.groups, Some(vec![1, 2]));
         assert_eq!(back.dir, plan.dir);
         assert_eq!((&back.cgroup, back.cgroup_required), (&plan.cgroup, true));
+        assert_eq!(back.memory_cgroup, plan.memory_cgroup);
         assert!(
             Plan::decode(&bytes[..bytes.len() - 1]).is_none(),
             "truncated"

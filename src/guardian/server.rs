@@ -18,30 +18,31 @@ use super::protocol::{ListenEvents, Msg, Plan, STAGE_CHDIR, STAGE_CREDENTIALS, S
 use super::protocol::{STAGE_CGROUP, STAGE_FORK, STAGE_SETUP};
 use crate::sys::{self, Cgroup, Pid};
 
-/// Starts the leader, in `cgroup` when given. Returns its pid and, when asked for and
-/// available, the seccomp listener that reports its `listen()` calls; or the `SPAWN_FAILED`
-/// report.
+/// Starts the leader, in the cgroups given (its own; the v1 memory one). Returns its pid and,
+/// when asked for and available, the seccomp listener that reports its `listen()` calls; or
+/// the `SPAWN_FAILED` report.
 pub(super) fn spawn_leader(
     plan: &Plan,
     ends: &Ends,
-    cgroup: Option<&Cgroup>,
+    cgroups: [Option<&Cgroup>; 2],
 ) -> Result<(Pid, Option<ListenWatch>), Msg> {
-    let procs = match cgroup.map(Cgroup::procs) {
-        Some(fd) if fd < 0 => return Err(failed(STAGE_CGROUP, sys::errno())),
-        procs => procs,
+    let procs = cgroups.map(|cg| cg.map(Cgroup::procs));
+    let started = if procs.iter().flatten().any(|&fd| fd < 0) {
+        Err(failed(STAGE_CGROUP, sys::errno()))
+    } else {
+        spawn_in(plan, ends, procs)
     };
-    let started = spawn_in(plan, ends, procs);
-    if let Some(fd) = procs {
+    for &fd in procs.iter().flatten().filter(|&&fd| fd >= 0) {
         sys::close(fd);
     }
     started
 }
 
-/// `spawn_leader` once the cgroup's `cgroup.procs` (if any) is open.
+/// `spawn_leader` once the cgroups' `cgroup.procs` files are open.
 fn spawn_in(
     plan: &Plan,
     ends: &Ends,
-    procs: Option<RawFd>,
+    procs: [Option<RawFd>; 2],
 ) -> Result<(Pid, Option<ListenWatch>), Msg> {
     let (err_r, err_w) = raw_pair(sys::pipe()).map_err(|e| failed(STAGE_FORK, e))?;
     let notify = match plan.listen {
@@ -120,11 +121,11 @@ fn exec_server(
     plan: &Plan,
     ends: &Ends,
     guardian: Pid,
-    (err_w, procs): (RawFd, Option<RawFd>),
+    (err_w, procs): (RawFd, [Option<RawFd>; 2]),
     notify: Option<RawFd>,
 ) -> i32 {
     // First, before anything can fork: every process the server ever makes starts inside.
-    if procs.is_some_and(|fd| !sys::join_cgroup(fd)) {
+    if procs.iter().flatten().any(|&fd| !sys::join_cgroup(fd)) {
         return die(err_w, STAGE_CGROUP, sys::errno());
     }
     sys::new_process_group();

@@ -118,7 +118,7 @@ pub(super) fn stop(g: &mut Guardian) -> Msg {
     // Everything of the tree that was ours to reap is reaped: what it used is ours to tell.
     g.usage(&mut msg);
     // 6. The cgroup goes once it is empty (else a later spawn's sweep removes it).
-    if let Some(cgroup) = g.cgroup.take() {
+    for cgroup in [g.cgroup.take(), g.memory.take()].into_iter().flatten() {
         if msg.flags & Msg::F_CONFIRMED != 0 {
             cgroup.remove();
         } else {
@@ -147,7 +147,8 @@ impl Guardian<'_> {
         let reaped = sys::children_usage();
         let cgroup = self.cgroup.as_ref();
         let cpu = cgroup.and_then(sys::Cgroup::cpu_us);
-        let peak = cgroup.and_then(sys::Cgroup::memory_peak);
+        let peak = (cgroup.and_then(sys::Cgroup::memory_peak))
+            .or_else(|| self.memory.as_ref().and_then(sys::Cgroup::memory_peak));
         let (Some(cpu_us), Some(max_rss)) =
             (cpu.or(reaped.map(|r| r.0)), peak.or(reaped.map(|r| r.1)))
         else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: fixture-server --mode MODE [--port N] [--workers N] [--bytes N] \
 [--exit-code N] [--stream stdout|stderr] [--delay-ms N] [--note PATH] [--starts PATH] \
-[--burn-ms N]";
+[--burn-ms N] [--worker-mib N]";
 
 /// Upper bound on the request head we read before answering.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -101,6 +101,8 @@ struct Opts {
     starts: Option<String>,
     /// CPU to burn (a busy loop) before anything else: a known cost for the stop report.
     burn: Duration,
+    /// `forking-master`: memory each worker writes to and keeps (MiB): a known tree peak.
+    worker_mib: usize,
 }
 
 /// Prints `msg` and the usage line to stderr and exits 2.
@@ -129,6 +131,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
         note: None,
         starts: None,
         burn: Duration::ZERO,
+        worker_mib: 0,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -150,6 +153,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Opts {
             "--note" => opts.note = Some(value),
             "--starts" => opts.starts = Some(value),
             "--burn-ms" => opts.burn = Duration::from_millis(parse_num(&flag, &value)),
+            "--worker-mib" => opts.worker_mib = parse_num(&flag, &value),
             "--stream" => {
                 opts.stream = match value.as_str() {
                     "stdout" => Stream::Stdout,
@@ -394,6 +398,10 @@ fn forking_master(opts: &Opts, workers_on_term: OnTerm) -> ! {
     for _ in 0..opts.workers {
         fork_child(|| {
             set_sigterm(workers_on_term);
+            // One write per page: resident, and the worker's own (not shared with the master).
+            let mut kept = vec![0u8; opts.worker_mib << 20];
+            kept.iter_mut().step_by(4096).for_each(|b| *b = 1);
+            std::hint::black_box(&kept);
             serve(&listener)
         });
     }

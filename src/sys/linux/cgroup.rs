@@ -49,6 +49,25 @@ impl Cgroup {
         }
     }
 
+    /// Makes cgroup `name` in `parent` on the v1 memory hierarchy, where a hybrid system keeps
+    /// the memory controller: only joined, read (`memory.max_usage_in_bytes`) and removed.
+    pub(crate) fn create_memory_v1(parent: &CStr, name: &[u8]) -> Result<Cgroup, i32> {
+        let mut cg = Cgroup::at(parent, name)?;
+        let made = {
+            let name = cg.name.as_cstr();
+            // SAFETY: `name` is NUL-terminated; `parent` is an open directory fd.
+            unsafe { libc::mkdirat(cg.parent, name.as_ptr(), 0o755) }
+        };
+        let name = cg.name.as_cstr();
+        cg.dir = open_at(cg.parent, name, libc::O_PATH | libc::O_DIRECTORY);
+        if made != 0 || cg.dir < 0 {
+            let e = errno();
+            cg.remove();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
     /// Opens cgroup `name` in `parent`, made earlier (by a guardian that died since).
     pub(crate) fn open(parent: &CStr, name: &[u8]) -> Result<Cgroup, i32> {
         let mut cg = Cgroup::at(parent, name)?;
@@ -150,15 +169,22 @@ impl Cgroup {
         field(text, b"usage_usec ")
     }
 
-    /// The peak memory of its processes together (`memory.peak`), where the memory controller
-    /// is enabled for it.
+    /// The peak memory of its processes together, where the memory controller is enabled for
+    /// it: `memory.peak` (v2), `memory.max_usage_in_bytes` (v1).
     pub(crate) fn memory_peak(&self) -> Option<u64> {
-        let mut buf = [0u8; 32];
-        let text = self.read(c"memory.peak", &mut buf)?;
-        parse_u64(text.split(|&b| b == b'\n').next()?)
+        [c"memory.peak", c"memory.max_usage_in_bytes"]
+            .into_iter()
+            .find_map(|file| {
+                let mut buf = [0u8; 32];
+                let text = self.read(file, &mut buf)?;
+                parse_u64(text.split(|&b| b == b'\n').next()?)
+            })
     }
 
     fn read<'b>(&self, file: &CStr, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        if self.dir < 0 {
+            return None;
+        }
         let fd = open_at(self.dir, file, libc::O_RDONLY);
         if fd < 0 {
             return None;
@@ -192,6 +218,26 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// Test side: enables `controller` for the children of cgroup directory `dir` (a write of
+/// `+memory` to its `cgroup.subtree_control`). Fails where the parent lacks it, or where `dir`
+/// has processes of its own.
+pub(crate) fn enable_controller(dir: &CStr, controller: &[u8]) -> bool {
+    let dir = open_at(libc::AT_FDCWD, dir, libc::O_PATH | libc::O_DIRECTORY);
+    if dir < 0 {
+        return false;
+    }
+    let fd = open_at(dir, c"cgroup.subtree_control", libc::O_WRONLY);
+    close(dir);
+    if fd < 0 {
+        return false;
+    }
+    let mut value = StackPath::new();
+    value.push(b"+").push(controller);
+    let done = crate::sys::fd::write_all(fd, value.as_cstr().to_bytes());
+    close(fd);
+    done
 }
 
 /// In the server's child, before exec: moves the calling process into the cgroup whose

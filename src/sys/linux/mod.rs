@@ -11,7 +11,7 @@ mod signalfd;
 mod sock_diag;
 mod socket;
 
-pub(crate) use cgroup::{join_cgroup, pollfd_changed, Cgroup};
+pub(crate) use cgroup::{enable_controller, join_cgroup, pollfd_changed, Cgroup};
 pub(crate) use pidfd::{exit_watch, pidfd_getfd, pidfd_open, pidfd_signal};
 pub(crate) use prctl::{become_subreaper, set_name, set_parent_death_signal};
 pub(crate) use procfs::{

@@ -103,6 +103,9 @@ impl Cgroup {
     pub(crate) fn open(_parent: &CStr, _name: &[u8]) -> Result<Cgroup, i32> {
         Err(libc::ENOSYS)
     }
+    pub(crate) fn create_memory_v1(_parent: &CStr, _name: &[u8]) -> Result<Cgroup, i32> {
+        Err(libc::ENOSYS)
+    }
     pub(crate) fn procs(&self) -> RawFd {
         match *self {}
     }
@@ -133,6 +136,10 @@ impl Cgroup {
     pub(crate) fn close(self) {
         match self {}
     }
+}
+
+pub(crate) fn enable_controller(_dir: &CStr, _controller: &[u8]) -> bool {
+    false
 }
 
 pub(crate) fn join_cgroup(_procs: RawFd) -> bool {
