@@ -116,10 +116,13 @@ pub enum UsageSource {
     /// waiting for it is not counted (under `Containment::ProcessGroup`, orphans reaped by init).
     Reaped,
     /// The fixture's cgroup: CPU from `cpu.stat` (every process that ever ran in it), peak
-    /// memory from `memory.peak` (the tree together).
+    /// memory of the tree together from `memory.peak`, or on a hybrid system from the
+    /// `memory.max_usage_in_bytes` of a namesake cgroup on the v1 memory hierarchy. A cgroup
+    /// counts the memory charged to it: file pages already cached for another cgroup (a
+    /// program's own binary, often) are not, so a small server can show less than its RSS.
     Cgroup,
     /// CPU from the cgroup's `cpu.stat`; peak memory of the largest process reaped, as with
-    /// `Reaped`: the cgroup has no memory controller (a hybrid hierarchy keeps it on v1).
+    /// `Reaped`: no memory controller could be had for the cgroup.
     CgroupCpu,
 }
 

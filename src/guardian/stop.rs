@@ -191,9 +191,12 @@ impl Guardian<'_> {
             if outcome == Ok(true) || deadline.passed() {
                 return outcome;
             }
-            // A re-sent SIGKILL catches what a forking group made meanwhile; a poll covers what
-            // no exit event reports (orphans that are not ours, a listing that failed).
-            let poll = kill.is_some() || !self.exits_wake_us() || outcome.is_err();
+            // A re-sent SIGKILL catches what a forking group made meanwhile (a cgroup's kill
+            // needs no second write: the kernel kills what forks in it, and its emptiness is an
+            // event); a poll covers what no exit event reports (orphans that are not ours, a
+            // listing that failed).
+            let resend = kill.is_some() && self.cgroup.is_none();
+            let poll = resend || !self.exits_wake_us() || outcome.is_err();
             self.sleep(deadline, poll.then(|| backoff.next()));
         }
     }
