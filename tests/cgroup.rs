@@ -293,6 +293,69 @@ fn without_a_writable_cgroup_the_default_falls_back_and_cgroup_is_refused_with_t
     support::run_fresh(NAME, &[("PF_EXPECTED_REASON", "read-only")], &wrapper);
 }
 
+#[test]
+fn an_unprivileged_user_in_a_delegated_subtree_gets_cgroups() {
+    const NAME: &str = "an_unprivileged_user_in_a_delegated_subtree_gets_cgroups";
+    if support::is_fresh(NAME) {
+        // SAFETY: plain syscall.
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "not switched to another user"
+        );
+        let mark = marker("delegated");
+        let fx = in_cgroup("setsid-escapee", &[], &mark)
+            .spawn()
+            .expect("a cgroup in the delegated subtree");
+        let report = fx.stop().expect("stop");
+        assert_eq!(report.containment, Containment::Cgroup, "{report}");
+        assert_eq!(marked_processes(&mark), Vec::<u32>::new(), "{report}");
+        return;
+    }
+    let Some(parent) = cgroup_parent() else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipped: needs root to delegate a subtree to another user");
+        return;
+    }
+    // What `systemd-run --user --scope -p Delegate=yes` makes: a cgroup whose directory and
+    // control files belong to the user, with the user's process in it.
+    let root = PathBuf::from(cgroup2_mount(&parent));
+    let delegated = root.join(format!("pf-delegated-{}", std::process::id()));
+    std::fs::create_dir(&delegated).expect("the delegated cgroup");
+    for file in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
+        let path = delegated.join(file);
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+    }
+    let enter = format!(
+        "echo $$ > {}/cgroup.procs && exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$0\" \"$@\"",
+        delegated.display()
+    );
+    let outcome = std::panic::catch_unwind(|| {
+        support::run_fresh(NAME, &[], &["sh", "-c", &enter]);
+    });
+    remove_cgroup_tree(&delegated);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Removes an (empty) cgroup and every cgroup under it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// The mount point of the cgroup2 filesystem that holds `dir`.
 fn cgroup2_mount(dir: &Path) -> String {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
