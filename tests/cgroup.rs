@@ -78,6 +78,49 @@ fn a_fork_storm_is_stopped_whole_and_its_cgroup_removed() {
     assert!(!dir.exists(), "{} is still there", dir.display());
 }
 
+/// The guardian sleeps through a stop's grace: a change of `cgroup.events` (the server joining)
+/// left unread would wake every poll at once, and the guardian would spin until the end of the
+/// grace. Its time on CPU, read while it waits, shows which.
+#[test]
+fn the_guardian_sleeps_through_the_grace() {
+    if cgroup_parent().is_none() {
+        return;
+    }
+    let grace = Duration::from_millis(400);
+    let fx = in_cgroup("block-term", &[], &marker("grace"))
+        .grace_period(grace)
+        .spawn()
+        .expect("spawn");
+    let guardian = fx.guardian_pid();
+    let on_cpu = || {
+        let text = std::fs::read_to_string(format!("/proc/{guardian}/schedstat")).ok()?;
+        text.split(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_nanos)
+    };
+    let before = on_cpu().expect("the guardian's schedstat");
+    let (report, waited) = std::thread::scope(|s| {
+        let stop = s.spawn(|| fx.stop());
+        let mut last = before;
+        // Sampled until the stop returns (a cadence, not a synchronisation): the last value
+        // read covers nearly all of the wait.
+        while !stop.is_finished() {
+            last = on_cpu().unwrap_or(last);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (stop.join().expect("no panic"), last.saturating_sub(before))
+    });
+    let report = report.expect("a confirmed stop");
+    assert!(report.escalated, "the leader blocks SIGTERM: {report}");
+    // A spin would be on CPU for most of the 400 ms; a sleeping guardian for well under 1 ms.
+    assert!(
+        waited < Duration::from_millis(50),
+        "the guardian was on CPU for {waited:?} of a {grace:?} grace"
+    );
+}
+
 #[test]
 fn a_sigkilled_guardian_leaves_nothing_of_its_cgroup() {
     if cgroup_parent().is_none() {

@@ -355,5 +355,10 @@ impl Guardian<'_> {
         if fds[1].revents != 0 {
             self.serve_listen(fds[1].revents, false);
         }
+        if fds[2].revents != 0 {
+            // Until it is read, a change stays reported: every later poll would return at once
+            // and the stop's waits would spin.
+            self.cgroup.as_ref().map(Cgroup::acknowledge);
+        }
     }
 }

@@ -128,6 +128,12 @@ impl Cgroup {
         self.event(b"populated ")
     }
 
+    /// Reads `cgroup.events`, which acknowledges the change that woke a poll (kernfs keeps
+    /// reporting it to every poll until the file is read again).
+    pub(crate) fn acknowledge(&self) {
+        let _ = self.populated();
+    }
+
     /// Whether it is frozen (`None`: cannot be read).
     pub(crate) fn frozen(&self) -> Option<bool> {
         self.event(b"frozen ")

@@ -115,6 +115,9 @@ impl Cgroup {
     pub(crate) fn populated(&self) -> Option<bool> {
         match *self {}
     }
+    pub(crate) fn acknowledge(&self) {
+        match *self {}
+    }
     pub(crate) fn frozen(&self) -> Option<bool> {
         match *self {}
     }
