@@ -1,0 +1,632 @@
+//! process-fixture side by side with what its users would pick instead: the same servers, the
+//! same machine, the same run. Figures for BENCHMARKS.md ("Side by side"), plots into
+//! `docs/plots/compare-*.svg`.
+//!
+//! ```text
+//! PF_BENCH_N=50 cargo bench -p fixtures-bin --bench compare     # the published figures
+//! PF_BENCH_QUICK=1 cargo bench -p fixtures-bin --bench compare  # seconds: it builds and runs (CI)
+//! ```
+//!
+//! The tools are in `tools.rs`; mirakuru comes from a venv the bench makes (or
+//! `PF_MIRAKURU_PYTHON`), and is skipped with the reason when it cannot be had. Figures:
+//! 1. readiness notice latency after `listen()` of servers that listen after 5, 20, 150 ms and
+//!    2 s (`ready-server`): the distribution per tool (CDF plot);
+//! 2. the spawn → ready → stop cycle of `fixture-server --mode well-behaved`: wall time and CPU
+//!    per cycle (this process and its children, and for process-fixture its zygote, which reaps
+//!    the guardians; mirakuru: the Python process and its children), as ratios to naive;
+//! 3. cycles per second with 1, 2, 4 and 8 threads;
+//! 4. spawn + stop against this process's touched heap (0, 1, 2, 4 GiB): process-fixture's
+//!    zygote, its fork fallback (`PROCESS_FIXTURE_FORCE=no-zygote`, in a child run of this
+//!    bench), naive;
+//! 5. the stop per misbehaviour, and what each tool leaves running afterwards (processes still
+//!    carrying the run's marker 300 ms after the stop returned; they are then killed);
+//! 6. a real server (`redis-server`, when installed): start to ready, and stop.
+//!
+//! Nothing is asserted: this prints figures. `PF_COMPARE_ONLY=1,6` runs only those figures.
+
+mod mirakuru;
+mod plot;
+mod real;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fixtures_bin::{monotonic_ns, rounds, summary};
+use plot::Series;
+use tools::{Spec, Tool};
+
+const READY_SERVER: &str = env!("CARGO_BIN_EXE_ready-server");
+const FIXTURE_SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
+const DELAYS_MS: [u64; 4] = [5, 20, 150, 2000];
+const THREADS: [usize; 4] = [1, 2, 4, 8];
+const GIB: usize = 1 << 30;
+/// Set on the child run that measures the fork fallback against the heap.
+const HEAP_PHASE: &str = "PF_COMPARE_HEAP_PHASE";
+/// Set on a child run that only runs cycles (`<tool>:<n>`), whose CPU the parent measures.
+const CYCLE_PHASE: &str = "PF_COMPARE_CYCLE_PHASE";
+
+struct Run {
+    n: usize,
+    quick: bool,
+    python: Option<PathBuf>,
+    plots: bool,
+}
+
+fn main() {
+    let quick = std::env::var_os("PF_BENCH_QUICK").is_some();
+    let n = if quick { 3 } else { rounds(50) };
+    if std::env::var_os(HEAP_PHASE).is_some() {
+        return heap_child(n, quick);
+    }
+    if let Ok(what) = std::env::var(CYCLE_PHASE) {
+        return cycle_child(&what);
+    }
+    // The zygotes of child runs come back to us when a run exits, so that their CPU is counted.
+    // SAFETY: plain syscall.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let python = match mirakuru::python() {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            println!("mirakuru skipped: {reason}");
+            None
+        }
+    };
+    let plots = match plot::init() {
+        Ok(()) => !quick,
+        Err(reason) => {
+            println!("no plots: {reason}");
+            false
+        }
+    };
+    let run = Run {
+        n,
+        quick,
+        python,
+        plots,
+    };
+    println!(
+        "compare bench, n={n}{}",
+        if quick { " (quick)" } else { "" }
+    );
+    warm_up(&run);
+    let sections: [fn(&Run); 6] = [readiness, cycles, threads, heap, misbehaviour, real_servers];
+    let only = std::env::var("PF_COMPARE_ONLY").unwrap_or_default();
+    for (i, section) in sections.iter().enumerate() {
+        let number = (i + 1).to_string();
+        if only.is_empty() || only.split(',').any(|o| o == number) {
+            section(&run);
+        }
+    }
+}
+
+/// A few unmeasured cycles of each tool first: the zygote starts, the binaries are in the page
+/// cache.
+fn warm_up(_run: &Run) {
+    for tool in Tool::RUST {
+        for _ in 0..3 {
+            tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+        }
+    }
+}
+
+fn tools(run: &Run) -> Vec<Tool> {
+    let mut all = Tool::RUST.to_vec();
+    if run.python.is_some() {
+        all.push(Tool::Mirakuru);
+    }
+    all
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn save(made: Result<PathBuf, String>) {
+    match made {
+        Ok(path) => println!("   plot: {}", path.display()),
+        Err(e) => println!("   plot failed: {e}"),
+    }
+}
+
+// 1. ------------------------------------------------------------------------------------------
+
+fn readiness(run: &Run) {
+    println!("\n1. readiness notice latency after listen() (ms)");
+    let mut panels = Vec::new();
+    for delay in DELAYS_MS {
+        let n = if delay >= 1000 {
+            (run.n / 10).max(if run.quick { 1 } else { 3 })
+        } else {
+            run.n
+        };
+        let delay_arg = delay.to_string();
+        let args = ["--delay-ms", &delay_arg, "--listen", "127.0.0.1:{port}"];
+        let mut series = Vec::new();
+        for tool in tools(run) {
+            let mut samples = match tool {
+                Tool::Mirakuru => mirakuru_latencies(run, n, &args),
+                _ => (0..n).map(|_| latency(tool, &args)).collect(),
+            };
+            let points = plot::cdf_points(&samples.iter().map(|&d| ms(d)).collect::<Vec<_>>());
+            println!(
+                "   {delay} ms server, {}: {}",
+                tool.name(),
+                summary(&mut samples)
+            );
+            series.push(Series {
+                name: tool.name(),
+                points,
+            });
+        }
+        panels.push((format!("server listening after {delay} ms"), series));
+    }
+    if run.plots {
+        save(plot::cdfs(
+            "compare-readiness.svg",
+            "Readiness: when each tool notices a listening port",
+            &panels,
+        ));
+    }
+}
+
+fn latency(tool: Tool, args: &[&str]) -> Duration {
+    let started = tools::start(tool, &Spec::new(READY_SERVER, args));
+    let ready = monotonic_ns();
+    let listened = started.listen_stamp().expect("listen_ns");
+    started.stop();
+    Duration::from_nanos(ready.saturating_sub(listened))
+}
+
+fn mirakuru_latencies(run: &Run, n: usize, args: &[&str]) -> Vec<Duration> {
+    let python = run.python.as_ref().expect("python");
+    let mut argv = vec![n.to_string(), READY_SERVER.to_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    mirakuru::drive(python, "readiness", &argv, &[]).durations("latency_ns")
+}
+
+// 2. ------------------------------------------------------------------------------------------
+
+const WELL_BEHAVED: [&str; 4] = ["--mode", "well-behaved", "--port", "{port}"];
+
+fn cycles(run: &Run) {
+    println!("\n2. spawn -> ready -> stop of fixture-server (well-behaved), per cycle");
+    let mut figures = Vec::new();
+    for tool in tools(run) {
+        let (mut walls, cpu) = match tool {
+            Tool::Mirakuru => mirakuru_cycles(run),
+            _ => rust_cycles(tool, run.n),
+        };
+        let wall = median(&mut walls);
+        println!(
+            "   {}: wall {}, CPU {:.3} ms per cycle",
+            tool.name(),
+            summary(&mut walls),
+            ms(cpu)
+        );
+        figures.push((tool, wall, cpu));
+    }
+    let naive = figures
+        .iter()
+        .find(|f| f.0 == Tool::Naive)
+        .map(|f| (f.1, f.2))
+        .expect("naive");
+    let mut bars = Vec::new();
+    for (tool, wall, cpu) in &figures {
+        let (w, c) = (ms(*wall) / ms(naive.0), ms(*cpu) / ms(naive.1));
+        println!(
+            "   {}: {w:.2}x naive's wall time, {c:.2}x its CPU",
+            tool.name()
+        );
+        bars.push((format!("{}: wall", tool.name()), w));
+        bars.push((format!("{}: CPU", tool.name()), c));
+    }
+    if run.plots {
+        save(plot::ratios(
+            "compare-cycle.svg",
+            "A spawn -> ready -> stop cycle, relative to naive",
+            "x naive (median wall time; CPU per cycle)",
+            &bars,
+        ));
+    }
+}
+
+/// Wall time of each cycle (here), and CPU per cycle (from child runs).
+fn rust_cycles(tool: Tool, n: usize) -> (Vec<Duration>, Duration) {
+    let walls = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+            t.elapsed()
+        })
+        .collect();
+    let few = (n / 5).max(3);
+    (walls, cpu_per_cycle(tool, few, few + n))
+}
+
+fn mirakuru_cycles(run: &Run) -> (Vec<Duration>, Duration) {
+    let python = run.python.as_ref().expect("python");
+    let mut argv = vec![run.n.to_string(), FIXTURE_SERVER.to_owned()];
+    argv.extend(WELL_BEHAVED.iter().map(|a| a.to_string()));
+    let figures = mirakuru::drive(python, "cycle", &argv, &[]);
+    let cpu = figures.durations("cpu_ns")[0];
+    (figures.durations("wall_ns"), cpu / run.n as u32)
+}
+
+/// CPU per cycle of `tool`: that of the whole tree of a child run of `many` cycles, less that of
+/// a run of `few` (which cancels what a run costs once: the process, its zygote), over the
+/// difference. Every process counts, the zygote and the guardians too, to the nanosecond: the
+/// child and its servers are reaped by us, its zygote (orphaned when it exits) as well, since
+/// this process is a subreaper ([`main`]).
+fn cpu_per_cycle(tool: Tool, few: usize, many: usize) -> Duration {
+    let cost = |n: usize| {
+        let before = children_cpu();
+        let status = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+            .env(CYCLE_PHASE, format!("{tool:?}:{n}"))
+            .status()
+            .expect("a cycle run");
+        assert!(status.success(), "the cycle run failed: {status}");
+        reap_orphans();
+        children_cpu() - before
+    };
+    cost(many).saturating_sub(cost(few)) / (many - few) as u32
+}
+
+/// The child run: `<tool>:<n>` cycles, nothing else.
+fn cycle_child(what: &str) {
+    let (tool, n) = what.split_once(':').expect("<tool>:<n>");
+    let tool = Tool::ALL
+        .into_iter()
+        .find(|t| format!("{t:?}") == tool)
+        .expect("a tool");
+    for _ in 0..n.parse::<usize>().expect("a count") {
+        tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+    }
+}
+
+/// User + system time of every child reaped so far, and of what they reaped.
+fn children_cpu() -> Duration {
+    // SAFETY: rusage is plain data; getrusage fills the local.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Reaps what a child run left to us (its zygote, which exits once the run has), bounded.
+fn reap_orphans() {
+    let ours = zygote();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let orphans: Vec<i32> = children()
+            .into_iter()
+            .filter(|&p| Some(p as u32) != ours)
+            .collect();
+        if orphans.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in orphans {
+            // SAFETY: plain syscall on our own child; WNOHANG: a live one is left for later.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// This process's children (those of each of its threads).
+fn children() -> Vec<i32> {
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// This process's zygote (its child named `pf-zygote`).
+fn zygote() -> Option<u32> {
+    children().into_iter().map(|p| p as u32).find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pf-zygote")
+    })
+}
+
+// 3. ------------------------------------------------------------------------------------------
+
+fn threads(run: &Run) {
+    println!("\n3. cycles per second, by threads (each thread spawns and stops in a loop)");
+    let mut series = Vec::new();
+    for tool in [Tool::Events, Tool::Naive, Tool::ProcessWrap] {
+        let mut points = Vec::new();
+        for threads in THREADS {
+            let per_thread = (run.n / threads).max(2);
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        for _ in 0..per_thread {
+                            tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+                        }
+                    });
+                }
+            });
+            let rate = (threads * per_thread) as f64 / t.elapsed().as_secs_f64();
+            println!(
+                "   {}, {threads} thread(s): {rate:.0} cycles/s",
+                tool.name()
+            );
+            points.push((threads as f64, rate));
+        }
+        series.push(Series {
+            name: tool.name(),
+            points,
+        });
+    }
+    if run.plots {
+        save(plot::lines(
+            "compare-threads.svg",
+            "Spawn -> ready -> stop cycles per second",
+            "threads",
+            "cycles per second",
+            &series,
+        ));
+    }
+}
+
+// 4. ------------------------------------------------------------------------------------------
+
+fn heap_sizes(quick: bool) -> &'static [usize] {
+    if quick {
+        &[0, 1]
+    } else {
+        &[0, 1, 2, 4]
+    }
+}
+
+fn heap(run: &Run) {
+    println!("\n4. spawn + stop against this process's touched heap (median ms)");
+    let mut zygote = Vec::new();
+    let mut naive = Vec::new();
+    for &gib in heap_sizes(run.quick) {
+        let heap = touched(gib);
+        let z = heap_cycle(Tool::Events, run.n);
+        let v = heap_cycle(Tool::Naive, run.n);
+        drop(heap);
+        println!(
+            "   {gib} GiB: zygote {:.3} ms, naive {:.3} ms",
+            ms(z),
+            ms(v)
+        );
+        zygote.push((gib as f64, ms(z)));
+        naive.push((gib as f64, ms(v)));
+    }
+    let forked = heap_forked(run.quick);
+    let mut series = vec![
+        Series {
+            name: "process-fixture (zygote)",
+            points: zygote,
+        },
+        Series {
+            name: "naive Command + kill",
+            points: naive,
+        },
+    ];
+    if !forked.is_empty() {
+        series.insert(
+            1,
+            Series {
+                name: "process-fixture (fork fallback)",
+                points: forked,
+            },
+        );
+    }
+    if run.plots {
+        save(plot::lines(
+            "compare-heap.svg",
+            "Spawn + stop against the test process's touched heap",
+            "touched heap (GiB)",
+            "median spawn + stop (ms)",
+            &series,
+        ));
+    }
+}
+
+/// `gib` GiB written to, one byte per page, kept alive by the caller.
+fn touched(gib: usize) -> Vec<u8> {
+    let mut heap = vec![0u8; gib * GIB];
+    heap.iter_mut().step_by(4096).for_each(|b| *b = 1);
+    std::hint::black_box(heap)
+}
+
+fn heap_cycle(tool: Tool, n: usize) -> Duration {
+    let mut samples: Vec<Duration> = (0..n.div_ceil(2).max(3))
+        .map(|_| {
+            let t = Instant::now();
+            tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+            t.elapsed()
+        })
+        .collect();
+    median(&mut samples)
+}
+
+/// The fork fallback's figures, from a child run of this bench with the zygote forced off.
+fn heap_forked(quick: bool) -> Vec<(f64, f64)> {
+    let out = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+        .env(HEAP_PHASE, "1")
+        .env("PROCESS_FIXTURE_FORCE", "no-zygote")
+        .output()
+        .expect("the fork-fallback run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let points: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (gib, ms) = l.strip_prefix("forked ")?.split_once(' ')?;
+            Some((gib.parse().ok()?, ms.parse().ok()?))
+        })
+        .collect();
+    for (gib, ms) in &points {
+        println!("   {gib} GiB: fork fallback {ms:.3} ms");
+    }
+    let _ = quick;
+    points
+}
+
+fn heap_child(n: usize, quick: bool) {
+    for _ in 0..3 {
+        tools::start(Tool::Events, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+    }
+    for &gib in heap_sizes(quick) {
+        let heap = touched(gib);
+        println!("forked {gib} {:.3}", ms(heap_cycle(Tool::Events, n)));
+        drop(heap);
+    }
+}
+
+// 5. ------------------------------------------------------------------------------------------
+
+const MISBEHAVIOURS: [(&str, &str); 4] = [
+    ("cooperative", "well-behaved"),
+    ("orphaned workers (2, master exits first)", "forking-master"),
+    ("TERM ignored by leader and workers", "workers-ignore-term"),
+    ("a setsid escapee", "setsid-escapee"),
+];
+
+fn misbehaviour(run: &Run) {
+    println!("\n5. the stop per misbehaviour: time, and processes left running");
+    for (what, mode) in MISBEHAVIOURS {
+        for tool in tools(run) {
+            if tool == Tool::Poll {
+                continue; // the stop is the same as with events
+            }
+            let marker = format!("compare-{}-{mode}-{:?}", std::process::id(), tool);
+            let env = [(MARKER, marker.as_str())];
+            let args = ["--mode", mode, "--workers", "2", "--port", "{port}"];
+            let took = match tool {
+                Tool::Mirakuru => {
+                    let mut argv = vec![workers(mode).to_string(), FIXTURE_SERVER.to_owned()];
+                    argv.extend(args.iter().map(|a| a.to_string()));
+                    let python = run.python.as_ref().expect("python");
+                    mirakuru::drive(python, "stop", &argv, &env).durations("stop_ns")[0]
+                }
+                _ => {
+                    let spec = Spec {
+                        env: &env,
+                        ..Spec::new(FIXTURE_SERVER, &args)
+                    };
+                    let started = tools::start(tool, &spec);
+                    wait_for_workers(&marker, mode);
+                    let t = Instant::now();
+                    started.stop();
+                    t.elapsed()
+                }
+            };
+            let left = left_after(&marker);
+            println!(
+                "   {what}, {}: stop {:.2} ms, left running: {left}",
+                tool.name(),
+                ms(took)
+            );
+        }
+    }
+}
+
+const MARKER: &str = "PF_COMPARE_MARKER";
+
+/// How many processes carry the marker once `mode` is up.
+fn workers(mode: &str) -> usize {
+    if mode == "well-behaved" {
+        1
+    } else {
+        2
+    }
+}
+
+fn wait_for_workers(marker: &str, mode: &str) {
+    let want = workers(mode);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while marked(marker).len() < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Processes still carrying `marker` 300 ms after the stop; then they are SIGKILLed.
+fn left_after(marker: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while !marked(marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let left = marked(marker);
+    for &pid in &left {
+        // SAFETY: plain syscall; the pid was read just now with our marker in its environment.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    left.len()
+}
+
+/// Live processes whose environment holds `MARKER=marker`.
+fn marked(marker: &str) -> Vec<u32> {
+    let wanted = format!("{MARKER}={marker}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
+        })
+        .collect()
+}
+
+// 6. ------------------------------------------------------------------------------------------
+
+fn real_servers(run: &Run) {
+    println!("\n6. real servers: start to ready, and stop (median ms), and what is left running");
+    let venv_bin = run.python.as_ref().and_then(|p| p.parent());
+    let (found, skipped) = real::servers(Path::new(env!("CARGO_TARGET_TMPDIR")), venv_bin);
+    for reason in skipped {
+        println!("   {reason}");
+    }
+    for server in &found {
+        for tool in Tool::RUST {
+            let (mut starts, mut stops, mut left) = (Vec::new(), Vec::new(), 0);
+            let marker = format!("compare-{}-real-{tool:?}", std::process::id());
+            for _ in 0..run.n.div_ceil(5).max(2) {
+                let env = [(MARKER, marker.as_str())];
+                let t = Instant::now();
+                let started =
+                    server.with_spec(|spec| tools::start(tool, &Spec { env: &env, ..*spec }));
+                starts.push(t.elapsed());
+                let port = started.port();
+                let t = Instant::now();
+                started.stop();
+                stops.push(t.elapsed());
+                left += left_after(&marker) + usize::from(accepts(port));
+            }
+            println!(
+                "   {}, {}: start {:.2} ms, stop {:.2} ms, left running: {left}",
+                server.name,
+                tool.name(),
+                ms(median(&mut starts)),
+                ms(median(&mut stops))
+            );
+        }
+    }
+}
+
+/// Whether something still accepts on the port (a leftover the environment marker cannot
+/// see: nginx clears its workers' environment).
+fn accepts(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}

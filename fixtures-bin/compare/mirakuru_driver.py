@@ -1,0 +1,104 @@
+"""Drives mirakuru for benches/compare (fixtures-bin): the same servers, started and stopped
+the way mirakuru's users do it, with figures printed one per line for the Rust side to read.
+
+    python mirakuru_driver.py readiness N PROGRAM ARGS...   # `latency_ns=<ready - listen>` per sample
+    python mirakuru_driver.py cycle N PROGRAM ARGS...       # `wall_ns=` per cycle, then `cpu_ns=`
+    python mirakuru_driver.py stop WANT PROGRAM ARGS...     # `stop_ns=` of one stop, timed once
+                                                            # WANT processes carry the marker
+
+`{port}` in ARGS stands for a free port. The server prints `listen_ns=<CLOCK_MONOTONIC ns>` on
+stderr right after listen(); Python's time.monotonic_ns() reads the same clock on Linux.
+"""
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+from mirakuru import TCPExecutor
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(argv, stderr=subprocess.DEVNULL):
+    port = free_port()
+    cmd = [a.replace("{port}", str(port)) for a in argv]
+    executor = TCPExecutor(cmd, host="127.0.0.1", port=port, timeout=30, stderr=stderr)
+    executor.start()
+    return executor
+
+
+def listen_ns(executor):
+    for line in executor.process.stderr:
+        text = (line.decode(errors="replace") if isinstance(line, bytes) else line).strip()
+        if text.startswith("listen_ns="):
+            return int(text.split("=", 1)[1])
+    return None
+
+
+def marked(marker):
+    """Live processes whose environment holds PF_COMPARE_MARKER=marker."""
+    wanted = f"PF_COMPARE_MARKER={marker}".encode()
+    found = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                found += wanted in f.read().split(b"\0")
+        except OSError:
+            pass
+    return found
+
+
+def wait_for_workers(want):
+    """As the Rust side does: the stop is timed once the server's processes are all up."""
+    marker = os.environ.get("PF_COMPARE_MARKER")
+    deadline = time.monotonic() + 5
+    while marker and marked(marker) < want and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def cpu_ns():
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return int(total * 1e9)
+
+
+def main():
+    mode, rest = sys.argv[1], sys.argv[2:]
+    if mode == "readiness":
+        n, argv = int(rest[0]), rest[1:]
+        for _ in range(n):
+            executor = start(argv, stderr=subprocess.PIPE)
+            ready = time.monotonic_ns()
+            listened = listen_ns(executor)
+            executor.stop()
+            print(f"latency_ns={ready - listened}", flush=True)
+    elif mode == "cycle":
+        n, argv = int(rest[0]), rest[1:]
+        before = cpu_ns()
+        for _ in range(n):
+            t = time.monotonic_ns()
+            start(argv).stop()
+            print(f"wall_ns={time.monotonic_ns() - t}", flush=True)
+        print(f"cpu_ns={cpu_ns() - before}", flush=True)
+    elif mode == "stop":
+        want, argv = int(rest[0]), rest[1:]
+        executor = start(argv)
+        wait_for_workers(want)
+        t = time.monotonic_ns()
+        executor.stop()
+        print(f"stop_ns={time.monotonic_ns() - t}", flush=True)
+    else:
+        sys.exit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
