@@ -80,6 +80,7 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     }
     plan.pidfd = !crate::force::forced("no-pidfd");
     plan.listen = listen_choice(cfg);
+    plan.watch_port = port_watch(cfg, values.port, &plan.listen);
     plan.uid = user.map(|u| u.uid).or(cfg.uid);
     plan.gid = user.map(|u| u.gid).or(cfg.gid);
     plan.groups = user.map(|u| u.groups.clone());
@@ -167,6 +168,24 @@ fn listen_choice(cfg: &Config) -> ListenEvents {
         },
         (false, Some(true)) => ListenEvents::On { no_new_privs: true },
         (false, _) => ListenEvents::Off,
+    }
+}
+
+/// The port the guardian looks for where it hears of no `listen()`: the fixture's own, when
+/// that is all readiness waits for (the test side then only looks now and then). 0: none. Not
+/// with the process group alone: a daemon of the server would not be the guardian's
+/// descendant, and the guardian finds the listener's holder among its descendants.
+fn port_watch(cfg: &Config, port: u16, listen: &ListenEvents) -> u16 {
+    let watch = matches!(listen, ListenEvents::Off)
+        && port != 0
+        && cfg.containment != Some(Containment::ProcessGroup)
+        && !cfg.socket_activation
+        && !crate::force::forced("no-port-watch")
+        && cfg.ready.waits_only_for_local(port);
+    if watch {
+        port
+    } else {
+        0
     }
 }
 

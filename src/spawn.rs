@@ -73,7 +73,7 @@ fn start(cfg: Arc<Config>, mut lasting: Lasting) -> Result<ProcessFixture, Error
     let mut run = launch(&cfg, lasting, planned)?;
     let events = wait_spawned(&mut run, cfg.ready_timeout)?;
     log::debug!(
-        "process-fixture: {} started: leader pid {}, guardian pid {} ({:?}), listen() events: {events}",
+        "process-fixture: {} started: leader pid {}, guardian pid {} ({:?}), listeners reported by the guardian: {events}",
         run.program,
         run.pid,
         run.guardian_pid,
@@ -307,7 +307,7 @@ fn launch(cfg: &Config, lasting: Lasting, p: Start) -> Result<Running, Error> {
 }
 
 /// Waits for the guardian's first report: the leader's pid, or why it could not start.
-/// Returns whether the guardian reports `listen()` calls.
+/// Returns whether the guardian reports listeners (`listen()` events, or its port watch).
 fn wait_spawned(run: &mut Running, timeout: Duration) -> Result<bool, Error> {
     let deadline = Deadline::after(deadline::add(timeout, SPAWN_REPORT_SLACK));
     let first = run.monitor.wait_for(deadline, |s| {
@@ -320,6 +320,7 @@ fn wait_spawned(run: &mut Running, timeout: Duration) -> Result<bool, Error> {
             pid,
             guardian,
             listen_events,
+            port_watch,
             subreaper,
             cgroup,
             ..
@@ -332,7 +333,7 @@ fn wait_spawned(run: &mut Running, timeout: Duration) -> Result<bool, Error> {
                 (None, true) => Containment::Subreaper,
                 (None, false) => Containment::ProcessGroup,
             };
-            Ok(listen_events)
+            Ok(listen_events || port_watch)
         }
         Some(Report::SpawnFailed { stage, errno, .. }) => {
             let _ = teardown::finish(run);

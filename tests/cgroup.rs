@@ -104,12 +104,11 @@ fn the_guardian_sleeps_through_the_grace() {
     let (report, waited) = std::thread::scope(|s| {
         let stop = s.spawn(|| fx.stop());
         let mut last = before;
-        // Sampled until the stop returns (a cadence, not a synchronisation): the last value
-        // read covers nearly all of the wait.
-        while !stop.is_finished() {
+        // Sampled until the stop returns: the last value read covers nearly all of the wait.
+        support::wait_until(Duration::from_secs(30), || {
             last = on_cpu().unwrap_or(last);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            stop.is_finished()
+        });
         (stop.join().expect("no panic"), last.saturating_sub(before))
     });
     let report = report.expect("a confirmed stop");

@@ -194,6 +194,67 @@ fn a_stranger_listening_on_the_port_is_named_not_taken_for_ready() {
     }
 }
 
+// Without listen() events (an unprivileged test's default), the guardian looks for the port
+// itself and reports the listener once a process of the fixture holds it.
+
+#[test]
+fn without_listen_events_the_port_is_found_and_never_knocked() {
+    let mut b = late(&["--listen", "127.0.0.1:{port}"], Ready::tcp());
+    b.listen_events(false);
+    let fx = spawn_late(&b);
+    assert_eq!(get(local(fx.port())), "conn=1", "a probe connected first");
+    let mut b = late(&["--listen", "127.0.0.1:{port}"], Ready::http("/"));
+    b.listen_events(false);
+    let fx = spawn_late(&b);
+    assert_eq!(
+        get(local(fx.port())),
+        "conn=2",
+        "only the HTTP probe's request came first"
+    );
+}
+
+#[test]
+fn without_listen_events_a_stranger_on_the_port_is_named_not_taken_for_ready() {
+    let port = free_port();
+    let mut stranger = Command::new(ready_server())
+        .args(["--delay-ms", "50", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the stranger");
+    let result = late(
+        &["--delay-ms", "2000", "--listen", "127.0.0.1:{port}"],
+        Ready::tcp(),
+    )
+    .port(port)
+    .listen_events(false)
+    .spawn();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    match result {
+        Err(Error::PortInUse { holder, .. }) => {
+            assert_eq!(holder.expect("the stranger is named").pid, stranger.id());
+        }
+        other => panic!("expected PortInUse naming the stranger, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_listen_events_a_daemons_listener_is_found() {
+    // The leader forks a daemon (a session of its own) and exits; the daemon listens.
+    let fx = server("daemonize", &[], Ready::tcp())
+        .listen_events(false)
+        .spawn()
+        .expect("spawn");
+    let body = support::http_get(fx.port(), "/").expect("GET from the daemon");
+    assert!(body.starts_with("ok pid="), "{body}");
+    assert_ne!(
+        body.trim(),
+        format!("ok pid={}", fx.pid()),
+        "the daemon answers"
+    );
+}
+
 #[test]
 fn a_port_captured_from_a_line_becomes_the_fixtures_port() {
     // The server binds port 0 and prints the port it got: no pick-then-bind race at all.

@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::listen::ListenWatch;
+use super::port::PortWatch;
 use super::protocol::{Msg, Plan, STAGE_CGROUP};
 use super::server;
 use super::stop;
@@ -66,6 +67,8 @@ pub(super) struct Guardian<'a> {
     /// Its namesake on the v1 memory hierarchy, where the memory is counted on a hybrid system.
     pub(super) memory: Option<Cgroup>,
     listen: Option<ListenWatch>,
+    /// Looking for the fixture's port, where there are no `listen()` events; until found.
+    port: Option<PortWatch>,
     leader_exit_reported: bool,
     pub(super) gone_reported: bool,
     /// STOP asked to keep the fixture's directory.
@@ -102,6 +105,9 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
             sys::exit(0);
         }
     };
+    let port = (listen.is_none() && plan.watch_port != 0)
+        .then(|| PortWatch::new(plan.watch_port))
+        .flatten();
     let mut spawned = Msg::new(Msg::SPAWNED);
     spawned.pid = leader_pid;
     spawned.guardian = sys::getpid();
@@ -113,7 +119,8 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
             Msg::F_LISTEN_EVENTS
         } else {
             0
-        };
+        }
+        | if port.is_some() { Msg::F_PORT_WATCH } else { 0 };
     report(&ends, &spawned);
     let mut g = Guardian {
         plan,
@@ -124,6 +131,7 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
         cgroup,
         memory,
         listen,
+        port,
         leader_exit_reported: false,
         gone_reported: false,
         keep_dir: false,
@@ -237,8 +245,11 @@ impl Guardian<'_> {
     fn watch(&mut self) {
         let _ = sys::set_nonblocking(self.ends.ctl);
         let mut backoff = Backoff::new(IDLE_POLL_MAX);
+        let mut recheck = true;
         loop {
-            self.check_exits();
+            if recheck {
+                self.check_exits();
+            }
             let mut fds = [
                 sys::pollfd(self.ends.ctl),
                 sys::pollfd(self.ends.test_watch),
@@ -246,7 +257,11 @@ impl Guardian<'_> {
                 sys::pollfd(self.listen.as_ref().map_or(-1, ListenWatch::fd)),
             ];
             let cap = (!self.exits_wake_us() && !self.gone_reported).then(|| backoff.next());
-            sys::poll(&mut fds, cap);
+            let look = self.port.as_ref().map(PortWatch::due_in);
+            sys::poll(&mut fds, cap.into_iter().chain(look).min());
+            // A wake-up for the port watch's next look alone changes nothing about exits, when
+            // every exit wakes us anyway.
+            recheck = !self.exits_wake_us() || fds.iter().any(|f| f.revents != 0);
             if fds[0].revents != 0 && self.stop_requested() {
                 return;
             }
@@ -259,7 +274,22 @@ impl Guardian<'_> {
             if fds[3].revents != 0 {
                 self.serve_listen(fds[3].revents, true);
             }
+            self.look_for_port();
         }
+    }
+
+    /// A due look of the port watch; the listener is reported once, and the watch ends then,
+    /// when sock_diag stops answering, or when nothing of the fixture lives.
+    fn look_for_port(&mut self) {
+        let Some(port) = &mut self.port else {
+            return;
+        };
+        match port.look(sys::getpid()) {
+            Ok(Some(found)) => report(&self.ends, &found),
+            Ok(None) if !self.gone_reported => return,
+            _ => {}
+        }
+        self.port = None;
     }
 
     /// Reports the leader's exit and the fixture being gone, each once; reaps dead orphans.

@@ -18,7 +18,7 @@
 //!
 //! Its life ([`main_loop`]): start the leader ([`server`]); sleep until something happens (a message,
 //! a child exit as SIGCHLD through an fd, the test process's exit through a pidfd, a `listen()`
-//! through seccomp: never a timer when idle); report what it sees; on `STOP`, or when the test
+//! through seccomp: never a timer when idle, but for the port watch while the server starts); report what it sees; on `STOP`, or when the test
 //! process is gone, run the stop sequence ([`stop`]) and exit. Because it is the leader's parent it
 //! keeps the leader unreaped until nothing else lives, so no signal by number can reach a
 //! recycled pid.
@@ -26,12 +26,14 @@
 //! Files: [`client`] is the test side (starting a guardian, stopping, reaping); [`protocol`] the
 //! messages and the plan; [`main_loop`] the guardian's entry and main loop; [`stop`] the stop
 //! sequence; [`server`] the leader's start; [`tree`] the fixture's processes; [`listen`] the
-//! `listen()` watch; [`zygote`] the zygote.
+//! `listen()` watch; [`port`] the port watch where there are no `listen()` events; [`zygote`]
+//! the zygote.
 
 mod client;
 mod freeze;
 mod listen;
 mod main_loop;
+mod port;
 pub(crate) mod protocol;
 mod server;
 mod stop;

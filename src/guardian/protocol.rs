@@ -23,7 +23,7 @@ use crate::sys::{Pid, WaitStatus};
 /// Bumped whenever a message or the plan changes shape: a zygote of another build refuses to
 /// serve (the executable was replaced by a rebuild while tests ran), and the test side falls
 /// back to a forked guardian.
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 
 /// One message. Plain data, no padding: 10 × u32, 16 bytes, 2 × i32, 3 × u64.
 #[repr(C)]
@@ -108,6 +108,8 @@ impl Msg {
     pub(crate) const F_CGROUP_CPU: u32 = 4096;
     /// `STOPPED` with `F_USAGE`: `max_rss` is the cgroup's `memory.peak` (the tree together).
     pub(crate) const F_CGROUP_MEMORY: u32 = 8192;
+    /// `SPAWNED`: the guardian looks for the plan's `watch_port` and reports its listener.
+    pub(crate) const F_PORT_WATCH: u32 = 16384;
 
     // STOPPED reasons (detail)
     pub(crate) const CONFIRMED: u32 = 0;
@@ -194,6 +196,8 @@ pub(crate) enum Report {
         guardian: Pid,
         /// The guardian reports `listen()` calls (`Listening`).
         listen_events: bool,
+        /// The guardian looks for the fixture's port and reports its listener (`Listening`).
+        port_watch: bool,
         /// The guardian was forked by the zygote.
         zygote: bool,
         /// The guardian is a child subreaper.
@@ -288,6 +292,7 @@ impl Msg {
                 pid: self.pid,
                 guardian: self.guardian,
                 listen_events: flag(Msg::F_LISTEN_EVENTS),
+                port_watch: flag(Msg::F_PORT_WATCH),
                 zygote: flag(Msg::F_ZYGOTE),
                 subreaper: flag(Msg::F_SUBREAPER),
                 cgroup: flag(Msg::F_CGROUP).then_some(self.start),
@@ -382,6 +387,8 @@ pub(crate) struct Plan {
     /// Use pidfds (Linux ≥ 5.3); `false` when `PROCESS_FIXTURE_FORCE=no-pidfd`.
     pub pidfd: bool,
     pub listen: ListenEvents,
+    /// Without `listen()` events: the port on 127.0.0.1 the guardian looks for (0: none).
+    pub watch_port: u16,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub groups: Option<Vec<u32>>,
@@ -422,6 +429,7 @@ impl Plan {
             memory_cgroup: None,
             pidfd: true,
             listen: ListenEvents::Off,
+            watch_port: 0,
             uid: None,
             gid: None,
             groups: None,
@@ -473,6 +481,7 @@ impl Plan {
             } => 1,
             ListenEvents::On { no_new_privs: true } => 2,
         });
+        w.u32(u32::from(self.watch_port));
         w.opt_u32(self.uid);
         w.opt_u32(self.gid);
         w.u32(self.groups.as_ref().map_or(u32::MAX, |g| g.len() as u32));
@@ -513,6 +522,7 @@ impl Plan {
             },
             _ => ListenEvents::On { no_new_privs: true },
         };
+        let watch_port = u16::try_from(r.u32()?).ok()?;
         let uid = r.opt_u32()?;
         let gid = r.opt_u32()?;
         let groups = match r.u32()? {
@@ -538,6 +548,7 @@ impl Plan {
         plan.cgroup = cgroup;
         plan.memory_cgroup = memory_cgroup;
         plan.listen = listen;
+        plan.watch_port = watch_port;
         plan.uid = uid;
         plan.gid = gid;
         plan.groups = groups;

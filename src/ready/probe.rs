@@ -385,6 +385,19 @@ impl Ready {
         self.any_leaf(|p| matches!(p, Probe::SdNotify))
     }
 
+    /// Whether it waits for a port, and only for the fixture's `port` on 127.0.0.1 (so that a
+    /// watch of that one address serves every probe), with no line probe that could capture
+    /// another port for it.
+    pub(crate) fn waits_only_for_local(&self, port: u16) -> bool {
+        let local = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
+        let targets = self.port_targets(port);
+        let captures = self
+            .line_patterns()
+            .iter()
+            .any(|(_, p)| p.contains("?P<port>") || p.contains("?<port>"));
+        !targets.is_empty() && targets.iter().all(|&t| t == local) && !captures
+    }
+
     /// Whether it waits for the fixture's own port (so a missing `{port}` is a likely cause).
     pub(crate) fn waits_for_port(&self) -> bool {
         self.any_leaf(|p| matches!(p, Probe::Tcp(None) | Probe::Http { .. }))

@@ -72,11 +72,11 @@ pub(crate) use wait::{peek_exit, reap_any, try_reap, WaitStatus};
 // The platform's mechanisms, the same names on both.
 pub(crate) use os::{
     become_subreaper, command_line, continue_listen_call, enable_controller, exit_watch,
-    for_each_child, for_each_own_child, for_each_process, ignores_signal, install_listen_filter,
-    is_listening, join_cgroup, listen_call_valid, pidfd_getfd, pidfd_open, pollfd_changed,
-    privileged, proc_stat, receive_listen_call, set_name, set_parent_death_signal, socket_inodes,
-    socket_owner, tcp_listener_pid, tcp_listeners, tcp_local_address, thread_group, Cgroup,
-    ChildEvents, ListenerScan, LISTEN_EVENTS,
+    for_each_child, for_each_own_child, for_each_process, holds_socket, ignores_signal,
+    install_listen_filter, is_listening, join_cgroup, listen_call_valid, pidfd_getfd, pidfd_open,
+    pollfd_changed, privileged, proc_stat, receive_listen_call, set_name, set_parent_death_signal,
+    socket_inodes, socket_owner, tcp_listener_pid, tcp_listeners, tcp_local_address, thread_group,
+    Cgroup, ChildEvents, ListenerScan, LISTEN_EVENTS,
 };
 
 /// A process id.

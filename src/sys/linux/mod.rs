@@ -15,8 +15,8 @@ pub(crate) use cgroup::{enable_controller, join_cgroup, pollfd_changed, Cgroup};
 pub(crate) use pidfd::{exit_watch, pidfd_getfd, pidfd_open, pidfd_signal};
 pub(crate) use prctl::{become_subreaper, set_name, set_parent_death_signal};
 pub(crate) use procfs::{
-    command_line, for_each_child, for_each_own_child, for_each_process, ignores_signal, proc_stat,
-    socket_inodes, socket_owner, thread_group,
+    command_line, for_each_child, for_each_own_child, for_each_process, holds_socket,
+    ignores_signal, proc_stat, socket_inodes, socket_owner, thread_group,
 };
 pub(crate) use seccomp::{
     continue_listen_call, install_listen_filter, listen_call_valid, privileged,

@@ -1,4 +1,4 @@
-//! `/proc`: process state, children, every process, and (test side) what a process holds.
+//! `/proc`: process state, children, every process, and what a process holds.
 //!
 //! The guardian's readers (`proc_stat`, `for_each_child`, ...) read into stack buffers through
 //! plain syscalls: they do not allocate.
@@ -220,6 +220,39 @@ pub(crate) fn socket_inodes(pid: Pid) -> Vec<u64> {
                 .ok()
         })
         .collect()
+}
+
+/// Whether `pid` holds the socket with this inode (one of its fds links to `socket:[inode]`).
+/// Stack buffers and plain syscalls: the guardian's port watch calls it.
+pub(crate) fn holds_socket(pid: Pid, inode: u64) -> bool {
+    let mut want = StackPath::new();
+    want.push(b"socket:[").push_u64(inode).push(b"]");
+    let want = want.as_cstr().to_bytes();
+    let mut dir = StackPath::new();
+    dir.push(b"/proc/").push_pid(pid).push(b"/fd");
+    let mut found = false;
+    for_each_numeric_entry(dir.as_cstr(), |fd| {
+        if found {
+            return;
+        }
+        let mut link = StackPath::new();
+        link.push(b"/proc/")
+            .push_pid(pid)
+            .push(b"/fd/")
+            .push_pid(fd);
+        let mut target = [0u8; 64];
+        // SAFETY: the path is NUL-terminated; the kernel writes at most `target.len()` bytes
+        // into the live local.
+        let n = unsafe {
+            libc::readlink(
+                link.as_cstr().as_ptr(),
+                target.as_mut_ptr().cast(),
+                target.len(),
+            )
+        };
+        found = n > 0 && &target[..n as usize] == want;
+    });
+    found
 }
 
 /// The command line of `pid` (arguments joined by spaces, at most 200 bytes), or its `comm` for

@@ -1,5 +1,7 @@
 //! Listening TCP sockets through sock_diag netlink (`linux/inet_diag.h`), with
-//! `/proc/net/tcp{,6}` as the fallback where netlink is refused. Test side only (these allocate).
+//! `/proc/net/tcp{,6}` as the fallback where netlink is refused. The test side's, but for
+//! [`ListenerScan::listener_on`], which the guardian's port watch calls too: it does not
+//! allocate (a request and its answer on the stack).
 
 use crate::sys::{Pid, TcpListener};
 
@@ -36,6 +38,11 @@ impl ListenerScan {
     /// its listener hash, where `listeners()` walks every bucket of it (≈ 5 µs against ≈ 29 µs
     /// here). `Some(None)`: nothing listens there. `None`: it cannot be asked (no sock_diag);
     /// use `listeners()`. With `SO_REUSEPORT`, one socket of the group is named.
+    /// Whether sock_diag can be asked (it may be refused in a sandbox).
+    pub(crate) fn is_open(&self) -> bool {
+        self.sock.is_some()
+    }
+
     pub(crate) fn listener_on(
         &mut self,
         addr: std::net::SocketAddr,

@@ -83,6 +83,14 @@ impl ListenerScan {
     ) -> Option<Option<TcpListener>> {
         None
     }
+
+    pub(crate) fn is_open(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) fn holds_socket(_pid: Pid, _inode: u64) -> bool {
+    false
 }
 
 pub(crate) fn socket_owner(_inodes: &[u64]) -> Option<Pid> {

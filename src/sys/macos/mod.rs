@@ -8,11 +8,11 @@ mod kqueue;
 mod libproc;
 
 pub(crate) use absent::{
-    become_subreaper, continue_listen_call, enable_controller, install_listen_filter, is_listening,
-    join_cgroup, listen_call_valid, pidfd_getfd, pidfd_open, pidfd_signal, pollfd_changed,
-    privileged, receive_listen_call, set_name, set_parent_death_signal, socket_inodes,
-    socket_owner, tcp_listener_pid, tcp_listeners, tcp_local_address, Cgroup, ListenerScan,
-    LISTEN_EVENTS,
+    become_subreaper, continue_listen_call, enable_controller, holds_socket, install_listen_filter,
+    is_listening, join_cgroup, listen_call_valid, pidfd_getfd, pidfd_open, pidfd_signal,
+    pollfd_changed, privileged, receive_listen_call, set_name, set_parent_death_signal,
+    socket_inodes, socket_owner, tcp_listener_pid, tcp_listeners, tcp_local_address, Cgroup,
+    ListenerScan, LISTEN_EVENTS,
 };
 pub(crate) use kqueue::{exit_watch, ChildEvents};
 pub(crate) use libproc::{
