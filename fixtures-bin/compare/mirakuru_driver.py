@@ -1,7 +1,9 @@
 """Drives mirakuru for benches/compare (fixtures-bin): the same servers, started and stopped
 the way mirakuru's users do it, with figures printed one per line for the Rust side to read.
 
-    python mirakuru_driver.py readiness N PROGRAM ARGS...   # `latency_ns=<ready - listen>` per sample
+    python mirakuru_driver.py readiness N DELAY PROGRAM ARGS...  # `latency_ns=<ready - listen>`
+                                                            # per sample; `{delay}` in ARGS is
+                                                            # DELAY + (7 i mod 10) ms, as in Rust
     python mirakuru_driver.py cycle N PROGRAM ARGS...       # `wall_ns=` per cycle, then `cpu_ns=`
     python mirakuru_driver.py stop WANT PROGRAM ARGS...     # `stop_ns=` of one stop, timed once
                                                             # WANT processes carry the marker
@@ -26,9 +28,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(argv, stderr=subprocess.DEVNULL):
+def start(argv, stderr=subprocess.DEVNULL, delay=0):
     port = free_port()
-    cmd = [a.replace("{port}", str(port)) for a in argv]
+    cmd = [a.replace("{port}", str(port)).replace("{delay}", str(delay)) for a in argv]
     executor = TCPExecutor(cmd, host="127.0.0.1", port=port, timeout=30, stderr=stderr)
     executor.start()
     return executor
@@ -74,9 +76,9 @@ def cpu_ns():
 def main():
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "readiness":
-        n, argv = int(rest[0]), rest[1:]
-        for _ in range(n):
-            executor = start(argv, stderr=subprocess.PIPE)
+        n, delay, argv = int(rest[0]), int(rest[1]), rest[2:]
+        for i in range(n):
+            executor = start(argv, stderr=subprocess.PIPE, delay=delay + (7 * i) % 10)
             ready = time.monotonic_ns()
             listened = listen_ns(executor)
             executor.stop()

@@ -18,8 +18,9 @@
 //! 4. spawn + stop against this process's touched heap (0, 1, 2, 4 GiB): process-fixture's
 //!    zygote, its fork fallback (`PROCESS_FIXTURE_FORCE=no-zygote`, in a child run of this
 //!    bench), naive;
-//! 5. the stop per misbehaviour, and what each tool leaves running afterwards (processes still
-//!    carrying the run's marker 300 ms after the stop returned; they are then killed);
+//! 5. the stop per misbehaviour, and what each tool leaves running afterwards: this bench is a
+//!    subreaper, so whatever a stop leaves re-parents to it, however it escaped; what is still
+//!    alive 300 ms after the stop returned is counted, then killed;
 //! 6. a real server (`redis-server`, when installed): start to ready, and stop.
 //!
 //! Nothing is asserted: this prints figures. `PF_COMPARE_ONLY=1,6` runs only those figures.
@@ -39,6 +40,8 @@ use tools::{Spec, Tool};
 const READY_SERVER: &str = env!("CARGO_BIN_EXE_ready-server");
 const FIXTURE_SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
 const DELAYS_MS: [u64; 4] = [5, 20, 150, 2000];
+/// Each sample's server listens after its delay plus 0–9 ms (as many samples of each).
+const JITTER_MS: u64 = 10;
 const THREADS: [usize; 4] = [1, 2, 4, 8];
 const GIB: usize = 1 << 30;
 /// Set on the child run that measures the fork fallback against the heap.
@@ -62,9 +65,16 @@ fn main() {
     if let Ok(what) = std::env::var(CYCLE_PHASE) {
         return cycle_child(&what);
     }
-    // The zygotes of child runs come back to us when a run exits, so that their CPU is counted.
+    if !cfg!(target_os = "linux") {
+        return println!("compare bench: Linux only (it reads /proc; it needs a subreaper)");
+    }
+    // The zygotes of child runs come back to us when a run exits, so that their CPU is counted,
+    // and whatever a tool leaves behind re-parents here, so that it is counted and killed.
     // SAFETY: plain syscall.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1)
+    };
     let python = match mirakuru::python() {
         Ok(p) => Some(p),
         Err(reason) => {
@@ -145,13 +155,11 @@ fn readiness(run: &Run) {
         } else {
             run.n
         };
-        let delay_arg = delay.to_string();
-        let args = ["--delay-ms", &delay_arg, "--listen", "127.0.0.1:{port}"];
         let mut series = Vec::new();
         for tool in tools(run) {
             let mut samples = match tool {
-                Tool::Mirakuru => mirakuru_latencies(run, n, &args),
-                _ => (0..n).map(|_| latency(tool, &args)).collect(),
+                Tool::Mirakuru => mirakuru_latencies(run, n, delay),
+                _ => (0..n).map(|i| latency(tool, delay, i)).collect(),
             };
             let points = plot::cdf_points(&samples.iter().map(|&d| ms(d)).collect::<Vec<_>>());
             println!(
@@ -175,17 +183,27 @@ fn readiness(run: &Run) {
     }
 }
 
-fn latency(tool: Tool, args: &[&str]) -> Duration {
-    let started = tools::start(tool, &Spec::new(READY_SERVER, args));
+/// The extra start-up delay of sample `i`, spread evenly over [0, JITTER_MS) in a scrambled
+/// order: a server that always listened after the same delay would meet a tool's poll loop at
+/// the same phase every time, and its latency would be that phase's luck, not a distribution.
+fn jitter_ms(i: usize) -> u64 {
+    (i as u64).wrapping_mul(7) % JITTER_MS
+}
+
+fn latency(tool: Tool, delay: u64, i: usize) -> Duration {
+    let delay = (delay + jitter_ms(i)).to_string();
+    let args = ["--delay-ms", &delay, "--listen", "127.0.0.1:{port}"];
+    let started = tools::start(tool, &Spec::new(READY_SERVER, &args));
     let ready = monotonic_ns();
     let listened = started.listen_stamp().expect("listen_ns");
     started.stop();
     Duration::from_nanos(ready.saturating_sub(listened))
 }
 
-fn mirakuru_latencies(run: &Run, n: usize, args: &[&str]) -> Vec<Duration> {
+fn mirakuru_latencies(run: &Run, n: usize, delay: u64) -> Vec<Duration> {
     let python = run.python.as_ref().expect("python");
-    let mut argv = vec![n.to_string(), READY_SERVER.to_owned()];
+    let args = ["--delay-ms", "{delay}", "--listen", "127.0.0.1:{port}"];
+    let mut argv = vec![n.to_string(), delay.to_string(), READY_SERVER.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     mirakuru::drive(python, "readiness", &argv, &[]).durations("latency_ns")
 }
@@ -200,7 +218,7 @@ fn cycles(run: &Run) {
     for tool in tools(run) {
         let (mut walls, cpu) = match tool {
             Tool::Mirakuru => mirakuru_cycles(run),
-            _ => rust_cycles(tool, run.n),
+            _ => rust_cycles(tool, run.n, run.quick),
         };
         let wall = median(&mut walls);
         println!(
@@ -237,7 +255,7 @@ fn cycles(run: &Run) {
 }
 
 /// Wall time of each cycle (here), and CPU per cycle (from child runs).
-fn rust_cycles(tool: Tool, n: usize) -> (Vec<Duration>, Duration) {
+fn rust_cycles(tool: Tool, n: usize, quick: bool) -> (Vec<Duration>, Duration) {
     let walls = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -245,8 +263,15 @@ fn rust_cycles(tool: Tool, n: usize) -> (Vec<Duration>, Duration) {
             t.elapsed()
         })
         .collect();
-    let few = (n / 5).max(3);
-    (walls, cpu_per_cycle(tool, few, few + n))
+    // Many more cycles than timed here, three times over (the median): a difference of two runs'
+    // CPU varies by a few milliseconds, which must be small per cycle.
+    let (few, many, times) = if quick {
+        (2, 2 + n, 1)
+    } else {
+        (10, 10 + 4 * n, 3)
+    };
+    let mut cpu: Vec<Duration> = (0..times).map(|_| cpu_per_cycle(tool, few, many)).collect();
+    (walls, median(&mut cpu))
 }
 
 fn mirakuru_cycles(run: &Run) -> (Vec<Duration>, Duration) {
@@ -301,20 +326,13 @@ fn children_cpu() -> Duration {
 
 /// Reaps what a child run left to us (its zygote, which exits once the run has), bounded.
 fn reap_orphans() {
-    let ours = zygote();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let orphans: Vec<i32> = children()
-            .into_iter()
-            .filter(|&p| Some(p as u32) != ours)
-            .collect();
-        if orphans.is_empty() || Instant::now() > deadline {
+        let left = orphans();
+        if left.is_empty() || Instant::now() > deadline {
             return;
         }
-        for pid in orphans {
-            // SAFETY: plain syscall on our own child; WNOHANG: a live one is left for later.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        }
+        reap_dead(&left);
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -531,7 +549,7 @@ fn misbehaviour(run: &Run) {
                     t.elapsed()
                 }
             };
-            let left = left_after(&marker);
+            let left = left_after();
             println!(
                 "   {what}, {}: stop {:.2} ms, left running: {left}",
                 tool.name(),
@@ -560,18 +578,39 @@ fn wait_for_workers(marker: &str, mode: &str) {
     }
 }
 
-/// Processes still carrying `marker` 300 ms after the stop; then they are SIGKILLed.
-fn left_after(marker: &str) -> usize {
+/// Processes the stop just done left running: children of this process other than its zygote
+/// (it is a subreaper, so whatever a tool leaves behind re-parents here, whatever it did to
+/// escape), still alive 300 ms after the stop returned. They are then killed and reaped.
+fn left_after() -> usize {
     let deadline = Instant::now() + Duration::from_millis(300);
-    while !marked(marker).is_empty() && Instant::now() < deadline {
+    let mut left = orphans();
+    while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
+        reap_dead(&left);
+        left = orphans();
     }
-    let left = marked(marker);
     for &pid in &left {
-        // SAFETY: plain syscall; the pid was read just now with our marker in its environment.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // SAFETY: plain syscall on our own child, which cannot be reaped meanwhile but by us.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    reap_orphans();
     left.len()
+}
+
+/// Our children other than our zygote.
+fn orphans() -> Vec<i32> {
+    let ours = zygote();
+    children()
+        .into_iter()
+        .filter(|&p| Some(p as u32) != ours)
+        .collect()
+}
+
+fn reap_dead(pids: &[i32]) {
+    for &pid in pids {
+        // SAFETY: plain syscall on our own child; WNOHANG: a live one is left alone.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
 }
 
 /// Live processes whose environment holds `MARKER=marker`.
@@ -601,32 +640,24 @@ fn real_servers(run: &Run) {
     for server in &found {
         for tool in Tool::RUST {
             let (mut starts, mut stops, mut left) = (Vec::new(), Vec::new(), 0);
-            let marker = format!("compare-{}-real-{tool:?}", std::process::id());
-            for _ in 0..run.n.div_ceil(5).max(2) {
-                let env = [(MARKER, marker.as_str())];
+            let rounds = run.n.div_ceil(5).max(2);
+            for _ in 0..rounds {
                 let t = Instant::now();
-                let started =
-                    server.with_spec(|spec| tools::start(tool, &Spec { env: &env, ..*spec }));
+                let started = server.with_spec(|spec| tools::start(tool, spec));
                 starts.push(t.elapsed());
-                let port = started.port();
                 let t = Instant::now();
                 started.stop();
                 stops.push(t.elapsed());
-                left += left_after(&marker) + usize::from(accepts(port));
+                left += left_after();
             }
             println!(
-                "   {}, {}: start {:.2} ms, stop {:.2} ms, left running: {left}",
+                "   {}, {}: start {:.2} ms, stop {:.2} ms, left running: {:.1} per stop",
                 server.name,
                 tool.name(),
                 ms(median(&mut starts)),
-                ms(median(&mut stops))
+                ms(median(&mut stops)),
+                left as f64 / rounds as f64,
             );
         }
     }
-}
-
-/// Whether something still accepts on the port (a leftover the environment marker cannot
-/// see: nginx clears its workers' environment).
-fn accepts(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }

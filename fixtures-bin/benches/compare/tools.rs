@@ -301,13 +301,6 @@ fn stamp_of(stderr: &str) -> Option<u64> {
 impl Started {
     /// The server's last `listen_ns=` stamp, waited for (bounded): the port can accept before
     /// the server has written the line.
-    pub fn port(&self) -> u16 {
-        match self {
-            Started::Fixture(fx) => fx.port(),
-            Started::Plain { _dir, .. } => _dir.port,
-        }
-    }
-
     pub fn listen_stamp(&self) -> Option<u64> {
         let wait = Duration::from_secs(1);
         match self {
