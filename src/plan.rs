@@ -74,7 +74,10 @@ pub(crate) fn plan(cfg: &Config, values: &Values, user: Option<&User>) -> Result
     plan.subreaper = cfg.containment != Some(Containment::ProcessGroup);
     plan.cgroup = cgroup_parent(cfg)?;
     plan.cgroup_required = cfg.containment == Some(Containment::Cgroup);
-    if plan.cgroup.is_some() {
+    // Joining a v1 cgroup moves the process (no CLONE_INTO_CGROUP there), which waits out an
+    // RCU grace period after a quiet moment: a hybrid system's memory figure is had for
+    // `Containment::Cgroup` asked for, not by default.
+    if plan.cgroup.is_some() && plan.cgroup_required {
         plan.memory_cgroup = crate::cgroup::memory_parent()
             .and_then(|dir| CString::new(dir.as_os_str().as_bytes()).ok());
     }

@@ -116,13 +116,16 @@ pub enum UsageSource {
     /// waiting for it is not counted (under `Containment::ProcessGroup`, orphans reaped by init).
     Reaped,
     /// The fixture's cgroup: CPU from `cpu.stat` (every process that ever ran in it), peak
-    /// memory of the tree together from `memory.peak`, or on a hybrid system from the
-    /// `memory.max_usage_in_bytes` of a namesake cgroup on the v1 memory hierarchy. A cgroup
+    /// memory of the tree together from `memory.peak`, or on a hybrid system, with
+    /// `Containment::Cgroup` asked for, from the `memory.max_usage_in_bytes` of a namesake
+    /// cgroup on the v1 memory hierarchy (not by default: a process can only be moved into a v1
+    /// cgroup, and a move waits out an RCU grace period, 6–15 ms for a spawn). A cgroup
     /// counts the memory charged to it: file pages already cached for another cgroup (a
     /// program's own binary, often) are not, so a small server can show less than its RSS.
     Cgroup,
     /// CPU from the cgroup's `cpu.stat`; peak memory of the largest process reaped, as with
-    /// `Reaped`: no memory controller could be had for the cgroup.
+    /// `Reaped`: no memory controller could be had for the cgroup (on a hybrid system, the
+    /// default containment).
     CgroupCpu,
 }
 

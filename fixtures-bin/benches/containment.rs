@@ -12,6 +12,11 @@
 //!    both ways, with how many processes were left afterwards. Root only (printed otherwise).
 //! 3. The cost a cgroup adds to a spawn+stop cycle of `sleep 60` (`Ready::none()`): median of
 //!    each, alternating, and the difference.
+//! 4. The same cycle after a quiet moment (200 ms without a spawn, as between the tests of a
+//!    suite), spawn and stop apart: the default containment (a cgroup, the server started
+//!    inside it), `Containment::Cgroup` (on a hybrid system also the v1 memory cgroup, which a
+//!    process can only be moved into), `Subreaper`. A move into a cgroup waits out an RCU grace
+//!    period after a quiet moment; back-to-back cycles (3.) do not show it.
 //!
 //! Where no cgroup can be made, says so and measures the subreaper alone. Nothing is asserted.
 
@@ -45,6 +50,42 @@ fn main() {
         println!("2. fork storm: skipped (needs root to run it as another user)");
     }
     cycle_cost(&kinds, n);
+    if kinds.contains(&Containment::Cgroup) {
+        quiet_cycles(n.div_ceil(5).max(3));
+    }
+}
+
+/// Figure 4: spawn and stop of `sleep`, each after 200 ms without any spawn.
+fn quiet_cycles(n: usize) {
+    let ways = [
+        ("default (cgroup)", None),
+        ("Containment::Cgroup", Some(Containment::Cgroup)),
+        ("Containment::Subreaper", Some(Containment::Subreaper)),
+    ];
+    for (name, kind) in ways {
+        let (mut spawns, mut stops) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            // The quiet moment is the point of the figure, not a wait for something.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(200));
+            let mut b = ProcessFixture::builder("sleep");
+            b.arg("60").ready(Ready::none());
+            if let Some(kind) = kind {
+                b.containment(kind);
+            }
+            let t = Instant::now();
+            let fx = b.spawn().expect("spawn");
+            spawns.push(t.elapsed());
+            let t = Instant::now();
+            fx.stop().expect("stop");
+            stops.push(t.elapsed());
+        }
+        println!(
+            "4. after a quiet moment, {name}: spawn {}; stop {}",
+            summary(&mut spawns),
+            summary(&mut stops)
+        );
+    }
 }
 
 /// Cgroup (when one can be made here) and Subreaper.

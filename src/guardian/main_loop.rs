@@ -89,7 +89,7 @@ pub(super) fn run(plan: &Plan, ends: Ends, flags: u32) -> ! {
     let start = sys::proc_stat(sys::getpid()).map_or(0, |s| s.start);
     let started = make_cgroup(plan, start).and_then(|(cgroup, memory)| {
         let cgroups = [cgroup.as_ref(), memory.as_ref()];
-        match server::spawn_leader(plan, &ends, cgroups) {
+        match server::spawn_leader(plan, &ends, cgroups, flags & Msg::F_ZYGOTE != 0) {
             Ok((pid, listen)) => Ok((pid, listen, (cgroup, memory))),
             Err(failed) => {
                 cgroup.map(Cgroup::remove);

@@ -4,11 +4,14 @@
 //! The guardian is single-threaded, so its child may do anything between fork and exec; it still
 //! makes only plain syscalls, with everything prepared in the [`Plan`] beforehand.
 //!
-//! With a cgroup, the child's first act is to join it (writing `0`, itself, to its
-//! `cgroup.procs`): nothing of the server has run yet, so nothing can be outside.
-//! `CLONE_INTO_CGROUP` would do the same in the `clone3` call, but a `clone3` child on a stack
-//! of its own (how the child shares our memory instead of copying it) needs hand-written
-//! assembly; one write before exec is the simpler thing with the same result.
+//! With a cgroup, the child starts inside it (`clone3` with `CLONE_INTO_CGROUP`) when the
+//! guardian is small (forked by the zygote): a copy of its memory costs little, and a join by
+//! `cgroup.procs` would wait out an RCU grace period in the kernel's migration lock after any
+//! quiet moment (6–15 ms per spawn, measured). Otherwise (a guardian forked from a large test
+//! process, whose memory the child shares instead of copying; a kernel or a seccomp profile
+//! without `clone3`) the child's first act is to join it, writing `0`, itself, to its
+//! `cgroup.procs`: nothing of the server has run yet, so nothing can be outside either way. The
+//! v1 memory cgroup, where the plan has one, is always joined so.
 
 use std::os::fd::{IntoRawFd, RawFd};
 
@@ -18,19 +21,21 @@ use super::protocol::{ListenEvents, Msg, Plan, STAGE_CHDIR, STAGE_CREDENTIALS, S
 use super::protocol::{STAGE_CGROUP, STAGE_FORK, STAGE_SETUP};
 use crate::sys::{self, Cgroup, Pid};
 
-/// Starts the leader, in the cgroups given (its own; the v1 memory one). Returns its pid and,
-/// when asked for and available, the seccomp listener that reports its `listen()` calls; or
-/// the `SPAWN_FAILED` report.
+/// Starts the leader, in the cgroups given (its own; the v1 memory one); `small`: the guardian
+/// was forked by the zygote. Returns its pid and, when asked for and available, the seccomp
+/// listener that reports its `listen()` calls; or the `SPAWN_FAILED` report.
 pub(super) fn spawn_leader(
     plan: &Plan,
     ends: &Ends,
     cgroups: [Option<&Cgroup>; 2],
+    small: bool,
 ) -> Result<(Pid, Option<ListenWatch>), Msg> {
     let procs = cgroups.map(|cg| cg.map(Cgroup::procs));
+    let into = cgroups[0].filter(|_| small).map(Cgroup::dir_fd);
     let started = if procs.iter().flatten().any(|&fd| fd < 0) {
         Err(failed(STAGE_CGROUP, sys::errno()))
     } else {
-        spawn_in(plan, ends, procs)
+        spawn_in(plan, ends, procs, into)
     };
     for &fd in procs.iter().flatten().filter(|&&fd| fd >= 0) {
         sys::close(fd);
@@ -38,11 +43,13 @@ pub(super) fn spawn_leader(
     started
 }
 
-/// `spawn_leader` once the cgroups' `cgroup.procs` files are open.
+/// `spawn_leader` once the cgroups' `cgroup.procs` files are open; `into`: the server's own
+/// cgroup's directory, to start the child in.
 fn spawn_in(
     plan: &Plan,
     ends: &Ends,
     procs: [Option<RawFd>; 2],
+    into: Option<RawFd>,
 ) -> Result<(Pid, Option<ListenWatch>), Msg> {
     let (err_r, err_w) = raw_pair(sys::pipe()).map_err(|e| failed(STAGE_FORK, e))?;
     let notify = match plan.listen {
@@ -51,10 +58,25 @@ fn spawn_in(
     };
     let guardian = sys::getpid();
     let child_notify = notify.map(|(_, child)| child);
+    let inside = into.and_then(|dir| {
+        let mut child = || {
+            exec_server(
+                plan,
+                ends,
+                guardian,
+                (err_w, [None, procs[1]]),
+                child_notify,
+            )
+        };
+        // SAFETY: the guardian is single-threaded; the child runs on its own copy of our
+        // memory and makes plain syscalls until exec.
+        unsafe { sys::spawn_in_cgroup(dir, &mut child) }.ok()
+    });
     let mut child = || exec_server(plan, ends, guardian, (err_w, procs), child_notify);
     // SAFETY: the guardian is single-threaded with no signal handler; the child makes plain
     // syscalls on its own stack until exec (its failure goes through the pipe, not our memory).
-    let pid = match unsafe { sys::spawn_shared(&mut child) } {
+    let spawned = inside.map_or_else(|| unsafe { sys::spawn_shared(&mut child) }, Ok);
+    let pid = match spawned {
         Ok(pid) => pid,
         Err(e) => {
             sys::close(err_r);

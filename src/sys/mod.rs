@@ -64,7 +64,7 @@ pub(crate) use process::{
 pub(crate) use signal::{
     group_probe, protect, reset_signals, set_ignored, signal, Target, MAX_SIGNAL,
 };
-pub(crate) use spawn::{execve, fork, spawn_shared};
+pub(crate) use spawn::{execve, fork, spawn_in_cgroup, spawn_shared};
 pub(crate) use statvfs::free_bytes;
 pub(crate) use user::{effective_uid, group_list, lookup_user, set_credentials};
 pub(crate) use wait::{peek_exit, reap_any, try_reap, WaitStatus};

@@ -118,6 +118,11 @@ impl Cgroup {
         open_at(self.dir, c"cgroup.procs", libc::O_WRONLY)
     }
 
+    /// Its directory, open (`O_PATH`): what `CLONE_INTO_CGROUP` starts a process in.
+    pub(crate) fn dir_fd(&self) -> RawFd {
+        self.dir
+    }
+
     /// The fd whose changes wake a poll ([`pollfd_changed`]).
     pub(crate) fn events_fd(&self) -> RawFd {
         self.events

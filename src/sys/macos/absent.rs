@@ -126,6 +126,9 @@ impl Cgroup {
     pub(crate) fn acknowledge(&self) {
         match *self {}
     }
+    pub(crate) fn dir_fd(&self) -> RawFd {
+        match *self {}
+    }
     pub(crate) fn frozen(&self) -> Option<bool> {
         match *self {}
     }
