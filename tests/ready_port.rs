@@ -165,7 +165,12 @@ fn a_held_fixed_port_is_refused_and_a_free_one_is_used() {
 
 #[test]
 fn a_stranger_listening_on_the_port_is_named_not_taken_for_ready() {
-    // A leftover server that binds late: free at our pre-spawn check, taken before ours binds.
+    a_stranger_is_named(None);
+}
+
+/// A leftover server that binds late: free at our pre-spawn check, taken before ours binds.
+/// `listen_events`: the mode forced, or the default.
+fn a_stranger_is_named(listen_events: Option<bool>) {
     let port = free_port();
     let mut stranger = Command::new(ready_server())
         .args(["--delay-ms", "50", "--listen", &format!("127.0.0.1:{port}")])
@@ -173,12 +178,15 @@ fn a_stranger_listening_on_the_port_is_named_not_taken_for_ready() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the stranger");
-    let result = late(
+    let mut b = late(
         &["--delay-ms", "2000", "--listen", "127.0.0.1:{port}"],
         Ready::tcp(),
-    )
-    .port(port)
-    .spawn();
+    );
+    b.port(port);
+    if let Some(on) = listen_events {
+        b.listen_events(on);
+    }
+    let result = b.spawn();
     let _ = stranger.kill();
     let _ = stranger.wait();
     match result {
@@ -215,28 +223,7 @@ fn without_listen_events_the_port_is_found_and_never_knocked() {
 
 #[test]
 fn without_listen_events_a_stranger_on_the_port_is_named_not_taken_for_ready() {
-    let port = free_port();
-    let mut stranger = Command::new(ready_server())
-        .args(["--delay-ms", "50", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the stranger");
-    let result = late(
-        &["--delay-ms", "2000", "--listen", "127.0.0.1:{port}"],
-        Ready::tcp(),
-    )
-    .port(port)
-    .listen_events(false)
-    .spawn();
-    let _ = stranger.kill();
-    let _ = stranger.wait();
-    match result {
-        Err(Error::PortInUse { holder, .. }) => {
-            assert_eq!(holder.expect("the stranger is named").pid, stranger.id());
-        }
-        other => panic!("expected PortInUse naming the stranger, got {other:?}"),
-    }
+    a_stranger_is_named(Some(false));
 }
 
 #[test]

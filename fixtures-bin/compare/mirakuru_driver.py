@@ -6,7 +6,7 @@ the way mirakuru's users do it, with figures printed one per line for the Rust s
                                                             # DELAY + (7 i mod 10) ms, as in Rust
     python mirakuru_driver.py cycle N PROGRAM ARGS...       # `wall_ns=` per cycle, then `cpu_ns=`
     python mirakuru_driver.py stop WANT PROGRAM ARGS...     # `stop_ns=` of one stop, timed once
-                                                            # WANT processes carry the marker
+                                                            # WANT processes are up
 
 `{port}` in ARGS stands for a free port. The server prints `listen_ns=<CLOCK_MONOTONIC ns>` on
 stderr right after listen(); Python's time.monotonic_ns() reads the same clock on Linux.
@@ -44,24 +44,26 @@ def listen_ns(executor):
     return None
 
 
-def marked(marker):
-    """Live processes whose environment holds PF_COMPARE_MARKER=marker."""
-    wanted = f"PF_COMPARE_MARKER={marker}".encode()
-    found = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+def tree_size(pid):
+    """`pid` and its descendants, counted (from each thread's /proc children list)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    children = []
+    for tid in tasks:
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                found += wanted in f.read().split(b"\0")
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children += [int(c) for c in f.read().split()]
         except OSError:
             pass
-    return found
+    return 1 + sum(tree_size(c) for c in children)
 
 
-def wait_for_workers(want):
+def wait_for_workers(leader, want):
     """As the Rust side does: the stop is timed once the server's processes are all up."""
-    marker = os.environ.get("PF_COMPARE_MARKER")
     deadline = time.monotonic() + 5
-    while marker and marked(marker) < want and time.monotonic() < deadline:
+    while tree_size(leader) < want and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
@@ -94,7 +96,7 @@ def main():
     elif mode == "stop":
         want, argv = int(rest[0]), rest[1:]
         executor = start(argv)
-        wait_for_workers(want)
+        wait_for_workers(executor.process.pid, want)
         t = time.monotonic_ns()
         executor.stop()
         print(f"stop_ns={time.monotonic_ns() - t}", flush=True)

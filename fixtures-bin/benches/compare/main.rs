@@ -205,7 +205,7 @@ fn mirakuru_latencies(run: &Run, n: usize, delay: u64) -> Vec<Duration> {
     let args = ["--delay-ms", "{delay}", "--listen", "127.0.0.1:{port}"];
     let mut argv = vec![n.to_string(), delay.to_string(), READY_SERVER.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
-    mirakuru::drive(python, "readiness", &argv, &[]).durations("latency_ns")
+    mirakuru::drive(python, "readiness", &argv).durations("latency_ns")
 }
 
 // 2. ------------------------------------------------------------------------------------------
@@ -215,10 +215,11 @@ const WELL_BEHAVED: [&str; 4] = ["--mode", "well-behaved", "--port", "{port}"];
 fn cycles(run: &Run) {
     println!("\n2. spawn -> ready -> stop of fixture-server (well-behaved), per cycle");
     let mut figures = Vec::new();
+    let rust_cpu = rust_cpu(run);
     for tool in tools(run) {
         let (mut walls, cpu) = match tool {
             Tool::Mirakuru => mirakuru_cycles(run),
-            _ => rust_cycles(tool, run.n, run.quick),
+            _ => (rust_walls(tool, run.n), rust_cpu[&tool]),
         };
         let wall = median(&mut walls);
         println!(
@@ -254,31 +255,46 @@ fn cycles(run: &Run) {
     }
 }
 
-/// Wall time of each cycle (here), and CPU per cycle (from child runs).
-fn rust_cycles(tool: Tool, n: usize, quick: bool) -> (Vec<Duration>, Duration) {
-    let walls = (0..n)
+/// Wall time of each cycle.
+fn rust_walls(tool: Tool, n: usize) -> Vec<Duration> {
+    (0..n)
         .map(|_| {
             let t = Instant::now();
             tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
             t.elapsed()
         })
-        .collect();
-    // Many more cycles than timed here, three times over (the median): a difference of two runs'
-    // CPU varies by a few milliseconds, which must be small per cycle.
-    let (few, many, times) = if quick {
-        (2, 2 + n, 1)
+        .collect()
+}
+
+/// CPU per cycle of each Rust tool, from child runs of many more cycles than are timed, five
+/// times over and the tools taking turns (the median of each): the difference of two runs'
+/// CPU varies by milliseconds, and the machine drifts over a minute.
+fn rust_cpu(run: &Run) -> std::collections::HashMap<Tool, Duration> {
+    let (few, many, times) = if run.quick {
+        (2, 2 + run.n, 1)
     } else {
-        (10, 10 + 4 * n, 3)
+        (10, 10 + 4 * run.n, 5)
     };
-    let mut cpu: Vec<Duration> = (0..times).map(|_| cpu_per_cycle(tool, few, many)).collect();
-    (walls, median(&mut cpu))
+    let mut samples: std::collections::HashMap<Tool, Vec<Duration>> = Default::default();
+    for _ in 0..times {
+        for tool in Tool::RUST {
+            samples
+                .entry(tool)
+                .or_default()
+                .push(cpu_per_cycle(tool, few, many));
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(tool, mut s)| (tool, median(&mut s)))
+        .collect()
 }
 
 fn mirakuru_cycles(run: &Run) -> (Vec<Duration>, Duration) {
     let python = run.python.as_ref().expect("python");
     let mut argv = vec![run.n.to_string(), FIXTURE_SERVER.to_owned()];
     argv.extend(WELL_BEHAVED.iter().map(|a| a.to_string()));
-    let figures = mirakuru::drive(python, "cycle", &argv, &[]);
+    let figures = mirakuru::drive(python, "cycle", &argv);
     let cpu = figures.durations("cpu_ns")[0];
     (figures.durations("wall_ns"), cpu / run.n as u32)
 }
@@ -339,11 +355,16 @@ fn reap_orphans() {
 
 /// This process's children (those of each of its threads).
 fn children() -> Vec<i32> {
-    let tasks = std::fs::read_dir("/proc/self/task")
+    children_of(std::process::id() as i32)
+}
+
+/// The children of `pid` (those of each of its threads).
+fn children_of(pid: i32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    tasks
         .into_iter()
         .flatten()
-        .flatten();
-    tasks
+        .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
         .flat_map(|c| {
             c.split_whitespace()
@@ -527,23 +548,17 @@ fn misbehaviour(run: &Run) {
             if tool == Tool::Poll {
                 continue; // the stop is the same as with events
             }
-            let marker = format!("compare-{}-{mode}-{:?}", std::process::id(), tool);
-            let env = [(MARKER, marker.as_str())];
             let args = ["--mode", mode, "--workers", "2", "--port", "{port}"];
             let took = match tool {
                 Tool::Mirakuru => {
                     let mut argv = vec![workers(mode).to_string(), FIXTURE_SERVER.to_owned()];
                     argv.extend(args.iter().map(|a| a.to_string()));
                     let python = run.python.as_ref().expect("python");
-                    mirakuru::drive(python, "stop", &argv, &env).durations("stop_ns")[0]
+                    mirakuru::drive(python, "stop", &argv).durations("stop_ns")[0]
                 }
                 _ => {
-                    let spec = Spec {
-                        env: &env,
-                        ..Spec::new(FIXTURE_SERVER, &args)
-                    };
-                    let started = tools::start(tool, &spec);
-                    wait_for_workers(&marker, mode);
+                    let started = tools::start(tool, &Spec::new(FIXTURE_SERVER, &args));
+                    wait_for_workers(started.pid(), mode);
                     let t = Instant::now();
                     started.stop();
                     t.elapsed()
@@ -559,23 +574,27 @@ fn misbehaviour(run: &Run) {
     }
 }
 
-const MARKER: &str = "PF_COMPARE_MARKER";
-
-/// How many processes carry the marker once `mode` is up.
+/// How many processes `mode` runs once it is up: the leader and at least two others.
 fn workers(mode: &str) -> usize {
     if mode == "well-behaved" {
         1
     } else {
-        2
+        3
     }
 }
 
-fn wait_for_workers(marker: &str, mode: &str) {
+/// Waits (bounded) until the tree under `leader` has all its processes.
+fn wait_for_workers(leader: u32, mode: &str) {
     let want = workers(mode);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while marked(marker).len() < want && Instant::now() < deadline {
+    while tree_size(leader as i32) < want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// `pid` and its descendants, counted.
+fn tree_size(pid: i32) -> usize {
+    1 + children_of(pid).into_iter().map(tree_size).sum::<usize>()
 }
 
 /// Processes the stop just done left running: children of this process other than its zygote
@@ -613,21 +632,6 @@ fn reap_dead(pids: &[i32]) {
     }
 }
 
-/// Live processes whose environment holds `MARKER=marker`.
-fn marked(marker: &str) -> Vec<u32> {
-    let wanted = format!("{MARKER}={marker}");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
-        })
-        .collect()
-}
-
 // 6. ------------------------------------------------------------------------------------------
 
 fn real_servers(run: &Run) {
@@ -638,17 +642,26 @@ fn real_servers(run: &Run) {
         println!("   {reason}");
     }
     for server in &found {
+        // Unmeasured: the first start reads the server's binaries and libraries from disk.
+        let data = server.data();
+        server
+            .with_spec(data.as_ref(), |spec| tools::start(Tool::Naive, spec))
+            .stop();
+        drop(data);
+        left_after();
         for tool in Tool::RUST {
             let (mut starts, mut stops, mut left) = (Vec::new(), Vec::new(), 0);
             let rounds = run.n.div_ceil(5).max(2);
             for _ in 0..rounds {
+                let data = server.data();
                 let t = Instant::now();
-                let started = server.with_spec(|spec| tools::start(tool, spec));
+                let started = server.with_spec(data.as_ref(), |spec| tools::start(tool, spec));
                 starts.push(t.elapsed());
                 let t = Instant::now();
                 started.stop();
                 stops.push(t.elapsed());
                 left += left_after();
+                drop(data);
             }
             println!(
                 "   {}, {}: start {:.2} ms, stop {:.2} ms, left running: {:.1} per stop",

@@ -61,13 +61,12 @@ impl Figures {
     }
 }
 
-/// Runs the driver in `mode`, with `env` added to its environment (which its servers inherit).
-pub fn drive(python: &Path, mode: &str, args: &[String], env: &[(&str, &str)]) -> Figures {
+/// Runs the driver in `mode`.
+pub fn drive(python: &Path, mode: &str, args: &[String]) -> Figures {
     let out = Command::new(python)
         .arg(DRIVER)
         .arg(mode)
         .args(args)
-        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

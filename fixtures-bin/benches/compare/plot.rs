@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -66,21 +67,7 @@ pub fn cdfs(
             .y_desc("fraction of starts")
             .draw()
             .map_err(err)?;
-        for (i, s) in series.iter().enumerate() {
-            let c = colour(i);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(s.name)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)?;
+        draw_lines(&mut chart, series, false)?;
     }
     root.present().map_err(err)?;
     Ok(path.clone())
@@ -113,29 +100,13 @@ pub fn lines(
         .y_desc(y_desc)
         .draw()
         .map_err(err)?;
-    for (i, s) in series.iter().enumerate() {
-        let c = colour(i);
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-            .map_err(err)?
-            .label(s.name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    draw_lines(&mut chart, series, true)?;
     root.present().map_err(err)?;
     Ok(path.clone())
 }
 
-/// Horizontal bars: one per `(label, value)`, with a dashed line at 1 (the naive baseline).
+/// Horizontal bars: one per `(label, value)`, the value written at its end, coloured by
+/// whether the label ends in "wall" or "CPU", with a dashed line at 1 (the naive baseline).
 pub fn ratios(
     file: &str,
     caption: &str,
@@ -143,42 +114,59 @@ pub fn ratios(
     bars: &[(String, f64)],
 ) -> Result<PathBuf, String> {
     let path = dir().join(file);
-    let root = SVGBackend::new(&path, (SIZE.0, 80 + 50 * bars.len() as u32)).into_drawing_area();
+    let root = SVGBackend::new(&path, (SIZE.0, 90 + 40 * bars.len() as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let x_max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.15;
+    let x_max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.2;
+    let n = bars.len();
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(40)
-        .y_label_area_size(330)
-        .build_cartesian_2d(0.0..x_max, (0..bars.len()).into_segmented())
+        .y_label_area_size(290)
+        .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
         .map_err(err)?;
-    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    // Top to bottom in the order given.
+    let labels: Vec<String> = bars.iter().rev().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
         .x_desc(x_desc)
+        .y_labels(n)
         .y_label_formatter(&|y| match y {
             SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
         })
         .draw()
         .map_err(err)?;
-    chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-            let c = colour(i);
-            Rectangle::new(
+    let colour_of = |label: &str| {
+        if label.ends_with("CPU") {
+            colour(1)
+        } else {
+            colour(0)
+        }
+    };
+    for (i, (label, v)) in bars.iter().rev().enumerate() {
+        let c = colour_of(label);
+        chart
+            .draw_series([Rectangle::new(
                 [
                     (0.0, SegmentValue::Exact(i)),
                     (*v, SegmentValue::Exact(i + 1)),
                 ],
-                c.mix(0.8).filled(),
-            )
-        }))
-        .map_err(err)?;
+                c.mix(0.85).filled(),
+            )])
+            .map_err(err)?;
+        chart
+            .draw_series([Text::new(
+                format!(" {v:.2}x"),
+                (*v, SegmentValue::CenterOf(i)),
+                ("sans-serif", 15),
+            )])
+            .map_err(err)?;
+    }
     chart
         .draw_series(DashedLineSeries::new(
-            [(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],
+            [(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Exact(n))],
             6,
             4,
             BLACK.stroke_width(1),
@@ -188,11 +176,44 @@ pub fn ratios(
     Ok(path.clone())
 }
 
+/// Each series as a line in its colour (with a dot at each point when `dots`), and the legend,
+/// upper left.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    series: &[Series],
+    dots: bool,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, s) in series.iter().enumerate() {
+        let c = colour(i);
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(s.name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
+        if dots {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// The empirical CDF of `samples` (ms): sorted, each at its rank's fraction.
+/// The empirical CDF of `samples` (ms), as a step line: each sample lifts it by 1/n.
 pub fn cdf_points(samples: &[f64]) -> Vec<(f64, f64)> {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -200,6 +221,9 @@ pub fn cdf_points(samples: &[f64]) -> Vec<(f64, f64)> {
     sorted
         .iter()
         .enumerate()
-        .map(|(i, &v)| (v.max(0.011), (i + 1) as f64 / n))
+        .flat_map(|(i, &v)| {
+            let v = v.max(0.011);
+            [(v, i as f64 / n), (v, (i + 1) as f64 / n)]
+        })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! The real servers of figure 6, each given to every tool as the same [`Spec`]: nginx with 4
 //! workers, redis, gunicorn with 2 workers, PostgreSQL (a cluster made once by `initdb`, copied
-//! for each start). Readiness is the port accepting, for every tool alike. A server that is not
-//! installed is skipped with the reason.
+//! before each start, outside the timing: `{data}` in its arguments). Readiness is the port
+//! accepting, for every tool alike. A server that is not installed is skipped with the reason.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,17 +20,49 @@ pub struct Real {
 }
 
 impl Real {
-    /// Calls `f` with the spec (borrowed from `self`).
-    pub fn with_spec<R>(&self, f: impl FnOnce(&Spec) -> R) -> R {
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+    /// A fresh copy of the server's data (made before a start, removed after its stop), if it
+    /// has any.
+    pub fn data(&self) -> Option<Data> {
+        let seed = self.seed.as_ref()?;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("pf-compare-data-{}-{n}", std::process::id()));
+        let copied = Command::new("cp").arg("-a").arg(seed).arg(&path).status();
+        assert!(
+            copied.is_ok_and(|s| s.success()),
+            "cp -a {}",
+            seed.display()
+        );
+        Some(Data(path))
+    }
+
+    /// Calls `f` with the spec (borrowed from `self`), `{data}` standing for `data`.
+    pub fn with_spec<R>(&self, data: Option<&Data>, f: impl FnOnce(&Spec) -> R) -> R {
+        let data = data
+            .map(|d| d.0.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| a.replace("{data}", &data))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let files: Vec<(&str, &str)> = self.files.iter().map(|(n, c)| (*n, c.as_str())).collect();
         let spec = Spec {
             files: &files,
-            seed: self.seed.as_deref().map(|p| (p, "data")),
             user: self.user.as_ref().map(|(n, u, g)| (n.as_str(), *u, *g)),
             ..Spec::new(&self.program, &args)
         };
         f(&spec)
+    }
+}
+
+/// A copy of a server's data, removed when dropped.
+pub struct Data(PathBuf);
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -138,7 +170,7 @@ fn postgres(scratch: &Path) -> Result<Real, String> {
             ));
         }
     }
-    let args = ["-D", "{dir}/data", "-p", "{port}", "-k", "{dir}"];
+    let args = ["-D", "{data}", "-p", "{port}", "-k", "{data}"];
     let settings = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"];
     let mut real = plain("PostgreSQL", postgres, &[&args[..], &settings[..]].concat());
     real.seed = Some(template);

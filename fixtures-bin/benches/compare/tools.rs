@@ -13,7 +13,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use process_fixture::{ProcessFixture, Ready};
 use process_wrap::std::{ChildWrapper, CommandWrap, ProcessGroup};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tool {
     Events,
     Poll,
@@ -71,16 +71,14 @@ const NAIVE_RETRY: Duration = Duration::from_millis(10);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to start: a program, its arguments and files (where `{port}` stands for the port and
-/// `{dir}` for a directory of its own), the environment, a seed directory copied into it, and
-/// the user to run as. Each tool gets the same.
+/// `{dir}` for a directory of its own), the environment, and the user to run as. Each tool
+/// gets the same.
 #[derive(Clone, Copy, Default)]
 pub struct Spec<'a> {
     pub program: &'a str,
     pub args: &'a [&'a str],
     pub env: &'a [(&'a str, &'a str)],
     pub files: &'a [(&'a str, &'a str)],
-    /// A directory copied to `{dir}/<name>` before the start (as `Builder::copy_dir` does).
-    pub seed: Option<(&'a Path, &'a str)>,
     /// `(name, uid, gid)`: the server runs as this user, and owns its directory.
     pub user: Option<(&'a str, u32, u32)>,
 }
@@ -107,9 +105,6 @@ pub fn start(tool: Tool, spec: &Spec) -> Started {
                 .ready_timeout(READY_TIMEOUT);
             for (name, contents) in spec.files {
                 b.file(name, contents);
-            }
-            if let Some((from, to)) = spec.seed {
-                b.copy_dir(from, to);
             }
             if let Some((name, ..)) = spec.user {
                 b.user(name);
@@ -165,10 +160,7 @@ pub struct Scratch {
 impl Scratch {
     fn new(spec: &Spec, port: u16) -> Scratch {
         let mut dir = Scratch { path: None, port };
-        if spec.files.is_empty()
-            && spec.seed.is_none()
-            && !spec.args.iter().any(|a| a.contains("{dir}"))
-        {
+        if spec.files.is_empty() && !spec.args.iter().any(|a| a.contains("{dir}")) {
             return dir;
         }
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -178,18 +170,6 @@ impl Scratch {
         dir.path = Some(path.clone());
         for (name, contents) in spec.files {
             std::fs::write(path.join(name), dir.expand_one(contents)).expect("write a file");
-        }
-        if let Some((from, to)) = spec.seed {
-            let status = Command::new("cp")
-                .arg("-a")
-                .arg(from)
-                .arg(path.join(to))
-                .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "cp -a {}",
-                from.display()
-            );
         }
         if let Some((_, uid, gid)) = spec.user {
             let status = Command::new("chown")
@@ -301,6 +281,21 @@ fn stamp_of(stderr: &str) -> Option<u64> {
 impl Started {
     /// The server's last `listen_ns=` stamp, waited for (bounded): the port can accept before
     /// the server has written the line.
+    /// The leader's pid.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Started::Fixture(fx) => fx.pid(),
+            Started::Plain {
+                child: Held::Child(c),
+                ..
+            } => c.id(),
+            Started::Plain {
+                child: Held::Wrapped(c),
+                ..
+            } => c.id(),
+        }
+    }
+
     pub fn listen_stamp(&self) -> Option<u64> {
         let wait = Duration::from_secs(1);
         match self {
