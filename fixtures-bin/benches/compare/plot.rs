@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 /// One named series of points.
@@ -123,7 +124,7 @@ pub fn ratios(
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(290)
-        .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
+        .build_cartesian_2d(0.0..x_max, (0..n - 1).into_segmented())
         .map_err(err)?;
     // Top to bottom in the order given.
     let labels: Vec<String> = bars.iter().rev().map(|b| b.0.clone()).collect();
@@ -160,13 +161,14 @@ pub fn ratios(
             .draw_series([Text::new(
                 format!(" {v:.2}x"),
                 (*v, SegmentValue::CenterOf(i)),
-                ("sans-serif", 15),
+                TextStyle::from(("sans-serif", 15).into_font())
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
             )])
             .map_err(err)?;
     }
     chart
         .draw_series(DashedLineSeries::new(
-            [(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Exact(n))],
+            [(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],
             6,
             4,
             BLACK.stroke_width(1),
