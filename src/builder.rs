@@ -253,7 +253,8 @@ impl Builder {
     /// polling and no connection to the server. The default is on where it needs nothing of the
     /// server (a privileged test process, e.g. root in CI) and off elsewhere, where it would set
     /// no_new_privs on the server (a setuid program it runs would not gain privileges); `true`
-    /// accepts that, `false` never watches. Without it, the port is polled (at most every 2 ms).
+    /// accepts that, `false` never watches. Without it, the guardian polls the port (at most
+    /// every 1 ms) and tells the test process, which sleeps meanwhile.
     ///
     /// ```
     /// let _ = process_fixture::ProcessFixture::builder("my-server").listen_events(true);

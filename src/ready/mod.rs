@@ -3,9 +3,10 @@
 //! Probes are event-driven where the system gives an event, and polled where it does not:
 //! - a line of output: matched by the monitor as it arrives, which wakes the waiter at once;
 //! - the port: on Linux the guardian hears of every `listen()` of the server's processes from the
-//!   kernel (seccomp), where available; otherwise the kernel is asked every ≤ 2 ms which socket
-//!   listens on the fixture's address (sock_diag netlink), and its inode is matched to the
-//!   fixture's processes;
+//!   kernel (seccomp), where available; otherwise the guardian asks the kernel every ≤ 1 ms
+//!   which socket listens on the fixture's address (sock_diag netlink), finds the process of the
+//!   fixture that holds it, and reports it as an event would (the test side asks now and then
+//!   itself, and every ≤ 2 ms for another address or a captured port);
 //!   only where neither can be read (macOS) does a probe connect. No connection reaches the
 //!   server before the test's own, and a listener of another process is never taken for ours:
 //!   `spawn` fails with [`Error::PortInUse`] naming it;

@@ -51,7 +51,8 @@ pub(crate) struct Seen {
 /// How the port is watched.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PortWatch {
-    /// The guardian reports each `listen()`; sock_diag is read now and then, as a safety net.
+    /// The guardian reports the listeners (each `listen()`, or its port watch finding the
+    /// fixture's port); sock_diag is read now and then, as a safety net.
     Events,
     /// sock_diag (or /proc/net/tcp) is read every ≤ 2 ms.
     Listeners,
