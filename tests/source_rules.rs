@@ -600,8 +600,17 @@ fn a_wake_by_cgroup_events_is_acknowledged_by_reading_it() {
     // kernfs reports a change of `cgroup.events` to every poll until the file is read again:
     // a function that polls it and does not read it spins (the guardian once did, through a
     // whole grace period).
-    let reads = [".acknowledge", ".populated()", ".frozen()", "settled()", "Cgroup::acknowledge"];
-    for file in library_files().into_iter().filter(|f| !f.starts_with("sys/")) {
+    let reads = [
+        ".acknowledge",
+        ".populated()",
+        ".frozen()",
+        "settled()",
+        "Cgroup::acknowledge",
+    ];
+    for file in library_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("sys/"))
+    {
         let text = fs::read_to_string(src().join(&file)).unwrap();
         for (at, _) in text.match_indices("pollfd_changed(") {
             let start = text[..at].rfind("fn ").expect("inside a function");
@@ -624,7 +633,9 @@ fn a_wake_by_cgroup_events_is_acknowledged_by_reading_it() {
 fn the_server_starts_inside_its_cgroup_before_any_fallback() {
     let server = std::fs::read_to_string(src().join("guardian/server.rs")).unwrap();
     let spawn = &server[server.find("fn spawn_in(").expect("spawn_in")..];
-    let inside = spawn.find("spawn_in_cgroup(").expect("CLONE_INTO_CGROUP tried");
+    let inside = spawn
+        .find("spawn_in_cgroup(")
+        .expect("CLONE_INTO_CGROUP tried");
     let shared = spawn.find("spawn_shared(").expect("the fallback");
     assert!(
         inside < shared,
