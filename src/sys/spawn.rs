@@ -59,36 +59,22 @@ pub(crate) unsafe fn spawn_shared(child: &mut dyn FnMut() -> i32) -> io::Result<
 /// `CLONE_INTO_CGROUP`): it is in there from its first instruction and no process is moved, so
 /// the kernel's cgroup migration lock is never taken for writing. That lock is what makes a
 /// join by `cgroup.procs` slow after a pause: its first writer waits out an RCU grace period
-/// (6–15 ms measured on a 2-core VM, for every spawn that follows a quiet moment). Fork
-/// semantics: the child runs `child` on a copy of our memory, so this is for a small caller
-/// (a guardian forked by the zygote). We are suspended until the child execs or exits
-/// (`CLONE_VFORK`). `Err` (ENOSYS, EINVAL, E2BIG: no `clone3` or no `CLONE_INTO_CGROUP`, or a
-/// seccomp profile that refuses `clone3`): the caller starts it another way.
+/// (6–15 ms measured on a 2-core VM, for every spawn that follows a quiet moment). On x86-64 the
+/// child shares our memory until it execs, on a stack of its own, as [`spawn_shared`] (`clone3`
+/// has no libc wrapper that switches stacks, so the switch is the few instructions below);
+/// elsewhere it gets a copy of our memory, as after `fork()`. We are suspended until the child
+/// execs or exits (`CLONE_VFORK`). `Err` (ENOSYS, EINVAL, E2BIG: no `clone3` or no
+/// `CLONE_INTO_CGROUP`, or a seccomp profile that refuses `clone3`): the caller starts it
+/// another way.
 ///
 /// # Safety
-/// As `fork()`: a single-threaded caller, or a child that makes only async-signal-safe calls.
+/// As [`spawn_shared`]: a single-threaded caller with no signal handler; `child` makes only
+/// plain syscalls, and execs or exits.
 #[cfg(target_os = "linux")]
 pub(crate) unsafe fn spawn_in_cgroup(
     cgroup: std::os::fd::RawFd,
     child: &mut dyn FnMut() -> i32,
 ) -> io::Result<Pid> {
-    /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let Ok(cgroup) = u64::try_from(cgroup) else {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     };
@@ -98,15 +84,107 @@ pub(crate) unsafe fn spawn_in_cgroup(
         cgroup,
         ..CloneArgs::default()
     };
+    // SAFETY: passed on from the caller.
+    let pid = unsafe { clone3(&mut args, child) };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        pid => Ok(pid as Pid),
+    }
+}
+
+/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
+#[cfg(target_os = "linux")]
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+#[cfg(target_os = "linux")]
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(args)` with `CLONE_VM` added, the child on a stack of its own running `child` and
+/// exiting with what it returns. Returns the child's pid, or -1 (errno set).
+///
+/// # Safety
+/// As [`spawn_in_cgroup`]; `args` has `CLONE_VFORK` (this frame, which holds the child's stack,
+/// must stay put until the child has exec'd or exited).
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut dyn FnMut` below, alive: the parent is suspended.
+        let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+        child()
+    }
+    // 64 KiB, 16-byte aligned at its top, as spawn_shared's.
+    let mut stack = std::mem::MaybeUninit::<[u64; 8192]>::uninit();
+    args.flags |= libc::CLONE_VM as u64;
+    args.stack = stack.as_mut_ptr() as u64;
+    args.stack_size = std::mem::size_of::<[u64; 8192]>() as u64;
+    let mut arg: &mut dyn FnMut() -> i32 = child;
+    let arg = (&mut arg as *mut &mut dyn FnMut() -> i32).cast::<libc::c_void>();
+    let ret: i64;
+    // SAFETY: the child starts at the instruction after `syscall` with its stack pointer at the
+    // top of `stack` and our registers: it calls `trampoline(arg)` from r12 and r13 (kept by the
+    // kernel) and exits with its result, never returning here; the parent (rax = pid or
+    // -errno) only falls through. `stack`, `arg` and `child` live in this frame, which the
+    // parent cannot leave before the child has exec'd or exited (CLONE_VFORK). The caller
+    // guarantees no signal handler and no other thread.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, {exit_group}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit_group = const libc::SYS_exit_group,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") trampoline as *const () as usize,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = -ret as i32 };
+        return -1;
+    }
+    ret
+}
+
+/// `clone3(args)` with fork semantics: the child runs `child` on a copy of our memory.
+///
+/// # Safety
+/// As [`spawn_in_cgroup`].
+#[cfg(all(target_os = "linux", not(target_arch = "x86_64")))]
+unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
     let size = std::mem::size_of::<CloneArgs>();
     // SAFETY: `args` is a live, initialised clone_args of the size given; no stack is given,
     // so the child continues here on a copy of our memory, as after fork().
-    let pid = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size) };
-    match pid {
-        -1 => Err(io::Error::last_os_error()),
-        0 => super::process::exit(child()),
-        pid => Ok(pid as Pid),
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, args as *mut CloneArgs, size) };
+    if pid == 0 {
+        super::process::exit(child());
     }
+    pid
 }
 
 /// macOS: a plain `fork()`; the child runs `child` and exits with what it returns.
