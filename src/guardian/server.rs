@@ -5,13 +5,13 @@
 //! makes only plain syscalls, with everything prepared in the [`Plan`] beforehand.
 //!
 //! With a cgroup, the child starts inside it (`clone3` with `CLONE_INTO_CGROUP`) when the
-//! guardian is small (forked by the zygote): a copy of its memory costs little, and a join by
-//! `cgroup.procs` would wait out an RCU grace period in the kernel's migration lock after any
-//! quiet moment (6–15 ms per spawn, measured). Otherwise (a guardian forked from a large test
-//! process, whose memory the child shares instead of copying; a kernel or a seccomp profile
-//! without `clone3`) the child's first act is to join it, writing `0`, itself, to its
-//! `cgroup.procs`: nothing of the server has run yet, so nothing can be outside either way. The
-//! v1 memory cgroup, where the plan has one, is always joined so.
+//! guardian was forked by the zygote: a join by `cgroup.procs` would wait out an RCU grace
+//! period in the kernel's migration lock after any quiet moment (6–15 ms per spawn, measured).
+//! Off x86-64 that child gets a copy of the guardian's memory, which for a small guardian costs
+//! little, and for one forked from a large test process would cost a lot: there, and on a kernel
+//! or under a seccomp profile without `clone3`, the child's first act is to join it, writing
+//! `0`, itself, to its `cgroup.procs`. Nothing of the server has run yet, so nothing can be
+//! outside either way. The v1 memory cgroup, where the plan has one, is always joined so.
 
 use std::os::fd::{IntoRawFd, RawFd};
 
