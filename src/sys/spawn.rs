@@ -136,7 +136,8 @@ unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
     let ret: i64;
     // SAFETY: the child starts at the instruction after `syscall` with its stack pointer at the
     // top of `stack` and our registers: it calls `trampoline(arg)` from r12 and r13 (kept by the
-    // kernel) and exits with its result, never returning here; the parent (rax = pid or
+    // kernel, and by the callee) and exits (exit_group, from r14) with its result, never
+    // returning here; the parent (rax = pid or
     // -errno) only falls through. `stack`, `arg` and `child` live in this frame, which the
     // parent cannot leave before the child has exec'd or exited (CLONE_VFORK). The caller
     // guarantees no signal handler and no other thread.
@@ -148,16 +149,16 @@ unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
             "mov rdi, r13",
             "call r12",
             "mov edi, eax",
-            "mov eax, {exit_group}",
+            "mov rax, r14",
             "syscall",
             "ud2",
             "2:",
-            exit_group = const libc::SYS_exit_group,
             inlateout("rax") libc::SYS_clone3 => ret,
             in("rdi") args as *mut CloneArgs,
             in("rsi") std::mem::size_of::<CloneArgs>(),
             in("r12") trampoline as *const () as usize,
             in("r13") arg,
+            in("r14") libc::SYS_exit_group,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
