@@ -7,6 +7,11 @@ the way mirakuru's users do it, with figures printed one per line for the Rust s
     python mirakuru_driver.py cycle N PROGRAM ARGS...       # `wall_ns=` per cycle, then `cpu_ns=`
     python mirakuru_driver.py stop WANT PROGRAM ARGS...     # `stop_ns=` of one stop, timed once
                                                             # WANT processes are up
+    python mirakuru_driver.py threads N T PROGRAM ARGS...   # N cycles over T threads:
+                                                            # `elapsed_ns=` of them all
+    python mirakuru_driver.py real FILE                     # a start and a stop per line of FILE
+                                                            # (`PORT<TAB>ARGV...`, prepared by
+                                                            # the Rust side): `start_ns=`, `stop_ns=`
 
 `{port}` in ARGS stands for a free port. The server prints `listen_ns=<CLOCK_MONOTONIC ns>` on
 stderr right after listen(); Python's time.monotonic_ns() reads the same clock on Linux.
@@ -17,6 +22,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from mirakuru import TCPExecutor
@@ -100,6 +106,36 @@ def main():
         t = time.monotonic_ns()
         executor.stop()
         print(f"stop_ns={time.monotonic_ns() - t}", flush=True)
+    elif mode == "threads":
+        n, threads, argv = int(rest[0]), int(rest[1]), rest[2:]
+        workers = [
+            threading.Thread(target=lambda: [start(argv).stop() for _ in range(n // threads)])
+            for _ in range(threads)
+        ]
+        t = time.monotonic_ns()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        print(f"elapsed_ns={time.monotonic_ns() - t}", flush=True)
+    elif mode == "real":
+        with open(rest[0]) as f:
+            rounds = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        for port, *argv in rounds:
+            t = time.monotonic_ns()
+            executor = TCPExecutor(
+                argv,
+                host="127.0.0.1",
+                port=int(port),
+                timeout=30,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            executor.start()
+            started = time.monotonic_ns()
+            executor.stop()
+            print(f"start_ns={started - t}", flush=True)
+            print(f"stop_ns={time.monotonic_ns() - started}", flush=True)
     else:
         sys.exit(f"unknown mode {mode}")
 

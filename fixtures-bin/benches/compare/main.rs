@@ -3,7 +3,7 @@
 //! `docs/plots/compare-*.svg`.
 //!
 //! ```text
-//! PF_BENCH_N=50 cargo bench -p fixtures-bin --bench compare     # the published figures
+//! PF_BENCH_N=100 cargo bench -p fixtures-bin --bench compare    # the published figures
 //! PF_BENCH_QUICK=1 cargo bench -p fixtures-bin --bench compare  # seconds: it builds and runs (CI)
 //! ```
 //!
@@ -21,7 +21,9 @@
 //! 5. the stop per misbehaviour, and what each tool leaves running afterwards: this bench is a
 //!    subreaper, so whatever a stop leaves re-parents to it, however it escaped; what is still
 //!    alive 300 ms after the stop returned is counted, then killed;
-//! 6. a real server (`redis-server`, when installed): start to ready, and stop.
+//! 6. real servers (nginx with 4 workers, redis, gunicorn with 2 workers, PostgreSQL; each one
+//!    skipped with the reason when it is not installed): start to ready, stop, and what each
+//!    tool's stop leaves running.
 //!
 //! Nothing is asserted: this prints figures. `PF_COMPARE_ONLY=1,6` runs only those figures.
 
@@ -386,21 +388,15 @@ fn zygote() -> Option<u32> {
 fn threads(run: &Run) {
     println!("\n3. cycles per second, by threads (each thread spawns and stops in a loop)");
     let mut series = Vec::new();
-    for tool in [Tool::Events, Tool::Naive, Tool::ProcessWrap] {
+    for tool in tools(run) {
         let mut points = Vec::new();
         for threads in THREADS {
             let per_thread = (run.n / threads).max(2);
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| {
-                        for _ in 0..per_thread {
-                            tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
-                        }
-                    });
-                }
-            });
-            let rate = (threads * per_thread) as f64 / t.elapsed().as_secs_f64();
+            let elapsed = match tool {
+                Tool::Mirakuru => mirakuru_threads(run, threads, per_thread),
+                _ => rust_threads(tool, threads, per_thread),
+            };
+            let rate = (threads * per_thread) as f64 / elapsed.as_secs_f64();
             println!(
                 "   {}, {threads} thread(s): {rate:.0} cycles/s",
                 tool.name()
@@ -421,6 +417,33 @@ fn threads(run: &Run) {
             &series,
         ));
     }
+}
+
+/// Wall time of `threads` threads doing `per_thread` cycles each.
+fn rust_threads(tool: Tool, threads: usize, per_thread: usize) -> Duration {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..per_thread {
+                    tools::start(tool, &Spec::new(FIXTURE_SERVER, &WELL_BEHAVED)).stop();
+                }
+            });
+        }
+    });
+    t.elapsed()
+}
+
+/// The same in the driver, with Python threads.
+fn mirakuru_threads(run: &Run, threads: usize, per_thread: usize) -> Duration {
+    let python = run.python.as_ref().expect("python");
+    let mut argv = vec![
+        (threads * per_thread).to_string(),
+        threads.to_string(),
+        FIXTURE_SERVER.to_owned(),
+    ];
+    argv.extend(WELL_BEHAVED.iter().map(|a| a.to_string()));
+    mirakuru::drive(python, "threads", &argv).durations("elapsed_ns")[0]
 }
 
 // 4. ------------------------------------------------------------------------------------------
@@ -649,20 +672,12 @@ fn real_servers(run: &Run) {
             .stop();
         drop(data);
         left_after();
-        for tool in Tool::RUST {
-            let (mut starts, mut stops, mut left) = (Vec::new(), Vec::new(), 0);
-            let rounds = run.n.div_ceil(5).max(2);
-            for _ in 0..rounds {
-                let data = server.data();
-                let t = Instant::now();
-                let started = server.with_spec(data.as_ref(), |spec| tools::start(tool, spec));
-                starts.push(t.elapsed());
-                let t = Instant::now();
-                started.stop();
-                stops.push(t.elapsed());
-                left += left_after();
-                drop(data);
-            }
+        let rounds = run.n.div_ceil(5).max(2);
+        for tool in tools(run) {
+            let (mut starts, mut stops, left) = match tool {
+                Tool::Mirakuru => mirakuru_real(run, server, rounds),
+                _ => rust_real(tool, server, rounds),
+            };
             println!(
                 "   {}, {}: start {:.2} ms, stop {:.2} ms, left running: {:.1} per stop",
                 server.name,
@@ -673,4 +688,55 @@ fn real_servers(run: &Run) {
             );
         }
     }
+}
+
+/// Start and stop times of `rounds` starts of `server` by `tool`, and how many processes its
+/// stops left running in all.
+fn rust_real(
+    tool: Tool,
+    server: &real::Real,
+    rounds: usize,
+) -> (Vec<Duration>, Vec<Duration>, usize) {
+    let (mut starts, mut stops, mut left) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..rounds {
+        let data = server.data();
+        let t = Instant::now();
+        let started = server.with_spec(data.as_ref(), |spec| tools::start(tool, spec));
+        starts.push(t.elapsed());
+        let t = Instant::now();
+        started.stop();
+        stops.push(t.elapsed());
+        left += left_after();
+        drop(data);
+    }
+    (starts, stops, left)
+}
+
+/// The same by mirakuru: every round prepared here (port, directory, data, command line), run
+/// by the driver one after the other; what its stops left is counted once it has exited.
+fn mirakuru_real(
+    run: &Run,
+    server: &real::Real,
+    rounds: usize,
+) -> (Vec<Duration>, Vec<Duration>, usize) {
+    let python = run.python.as_ref().expect("python");
+    let data: Vec<_> = (0..rounds).map(|_| server.data()).collect();
+    let prepared: Vec<_> = data
+        .iter()
+        .map(|d| server.with_spec(d.as_ref(), tools::prepare))
+        .collect();
+    let lines: Vec<String> = prepared
+        .iter()
+        .map(|p| format!("{}\t{}\n", p.port, p.argv.join("\t")))
+        .collect();
+    let list = std::env::temp_dir().join(format!("pf-compare-real-{}", std::process::id()));
+    std::fs::write(&list, lines.concat()).expect("the driver's list");
+    let figures = mirakuru::drive(python, "real", &[list.to_string_lossy().into_owned()]);
+    let _ = std::fs::remove_file(&list);
+    let left = left_after();
+    (
+        figures.durations("start_ns"),
+        figures.durations("stop_ns"),
+        left,
+    )
 }

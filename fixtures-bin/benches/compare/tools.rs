@@ -150,6 +150,35 @@ pub fn start(tool: Tool, spec: &Spec) -> Started {
     }
 }
 
+/// A start made ready for a tool that runs in another process (mirakuru): a free port, the
+/// server's directory with its files, and its command line with `{port}` and `{dir}` expanded,
+/// behind `setpriv` when the spec names a user (it execs the server: the pid stays the same).
+pub struct Prepared {
+    pub port: u16,
+    pub argv: Vec<String>,
+    /// Removed when dropped, after the stop.
+    _dir: Scratch,
+}
+
+pub fn prepare(spec: &Spec) -> Prepared {
+    let port = free_port();
+    let dir = Scratch::new(spec, port);
+    let mut argv = Vec::new();
+    if let Some((_, uid, gid)) = spec.user {
+        argv.push("setpriv".to_owned());
+        argv.push(format!("--reuid={uid}"));
+        argv.push(format!("--regid={gid}"));
+        argv.push("--clear-groups".to_owned());
+    }
+    argv.push(spec.program.to_owned());
+    argv.extend(dir.expand(spec.args));
+    Prepared {
+        port,
+        argv,
+        _dir: dir,
+    }
+}
+
 /// The naive tools' `{dir}`: made before the start, removed after the stop (which is what a
 /// careful user of those tools writes by hand).
 pub struct Scratch {
@@ -279,8 +308,6 @@ fn stamp_of(stderr: &str) -> Option<u64> {
 }
 
 impl Started {
-    /// The server's last `listen_ns=` stamp, waited for (bounded): the port can accept before
-    /// the server has written the line.
     /// The leader's pid.
     pub fn pid(&self) -> u32 {
         match self {
@@ -296,6 +323,8 @@ impl Started {
         }
     }
 
+    /// The server's last `listen_ns=` stamp, waited for (bounded): the port can accept before
+    /// the server has written the line.
     pub fn listen_stamp(&self) -> Option<u64> {
         let wait = Duration::from_secs(1);
         match self {
