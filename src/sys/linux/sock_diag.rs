@@ -33,16 +33,16 @@ impl ListenerScan {
         by_diag.or_else(proc_net_listeners)
     }
 
-    /// The listening socket a connection to `addr` would reach (an exact address, a wildcard
-    /// one, or an IPv6 socket that takes IPv4 too), asked of the kernel by address: a lookup in
-    /// its listener hash, where `listeners()` walks every bucket of it (≈ 5 µs against ≈ 29 µs
-    /// here). `Some(None)`: nothing listens there. `None`: it cannot be asked (no sock_diag);
-    /// use `listeners()`. With `SO_REUSEPORT`, one socket of the group is named.
     /// Whether sock_diag can be asked (it may be refused in a sandbox).
     pub(crate) fn is_open(&self) -> bool {
         self.sock.is_some()
     }
 
+    /// The listening socket a connection to `addr` would reach (an exact address, a wildcard
+    /// one, or an IPv6 socket that takes IPv4 too), asked of the kernel by address: a lookup in
+    /// its listener hash, where `listeners()` walks every bucket of it (≈ 5 µs against ≈ 29 µs
+    /// here). `Some(None)`: nothing listens there. `None`: it cannot be asked (no sock_diag);
+    /// use `listeners()`. With `SO_REUSEPORT`, one socket of the group is named.
     pub(crate) fn listener_on(
         &mut self,
         addr: std::net::SocketAddr,
