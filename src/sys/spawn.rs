@@ -15,6 +15,38 @@ pub(crate) unsafe fn fork() -> io::Result<Pid> {
     cvt(unsafe { libc::fork() })
 }
 
+/// The stack a `CLONE_VM` child runs on until it execs: 64 KiB, 16-byte aligned, in this
+/// program's zero-initialised data. Never written by us, so only the pages a child touches
+/// (from the top down) are ever faulted in, once per process. An array in the caller's frame
+/// cost 16 page faults per spawn: the compiler's stack probes touch every page of a large
+/// frame. Static rather than allocated: the guardian may not allocate.
+#[cfg(target_os = "linux")]
+#[repr(C, align(16))]
+struct ChildStack(std::cell::UnsafeCell<[u8; ChildStack::BYTES]>);
+
+// SAFETY: used only by the guardian's single thread, by one child at a time: the caller of
+// `spawn_shared` and `clone3` is suspended (CLONE_VFORK) until its child has exec'd or exited.
+#[cfg(target_os = "linux")]
+unsafe impl Sync for ChildStack {}
+
+#[cfg(target_os = "linux")]
+static CHILD_STACK: ChildStack = ChildStack(std::cell::UnsafeCell::new([0; ChildStack::BYTES]));
+
+#[cfg(target_os = "linux")]
+impl ChildStack {
+    const BYTES: usize = 64 << 10;
+
+    fn base(&self) -> *mut u8 {
+        self.0.get().cast()
+    }
+
+    /// One past its end, where the child's stack pointer starts.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the BYTES-byte array: in bounds of it.
+        unsafe { self.base().add(Self::BYTES) }.cast()
+    }
+}
+
 /// Starts a process that shares our memory until it execs or exits (`clone(CLONE_VM |
 /// CLONE_VFORK)` on a stack of its own, as `posix_spawn` does): no page table is copied and none
 /// torn down, and we are suspended until then. For the guardian's server child, whose work before
@@ -32,15 +64,12 @@ pub(crate) unsafe fn spawn_shared(child: &mut dyn FnMut() -> i32) -> io::Result<
         let code = child();
         super::process::exit(code)
     }
-    // 64 KiB, 16-byte aligned at its top; left uninitialised, so that only the pages the
-    // child touches (from the top down) are ever dirtied.
-    let mut stack = std::mem::MaybeUninit::<[u64; 8192]>::uninit();
-    // SAFETY: one past the end of the 8192-u64 array `stack`: in bounds of the same allocation.
-    let top = unsafe { stack.as_mut_ptr().cast::<u64>().add(8192) }.cast::<libc::c_void>();
+    let top = CHILD_STACK.top();
     let mut arg: &mut dyn FnMut() -> i32 = child;
-    // SAFETY: `stack` and `arg` live in this frame, which stays put until the child has
-    // exec'd or exited (CLONE_VFORK suspends us until then); the child runs `trampoline` on
-    // `stack` only; the caller guarantees no signal handler and no other thread (see above).
+    // SAFETY: `arg` lives in this frame, which stays put until the child has exec'd or exited
+    // (CLONE_VFORK suspends us until then); the child runs `trampoline` on CHILD_STACK only,
+    // which nothing else uses meanwhile; the caller guarantees no signal handler and no other
+    // thread (see above).
     let pid = unsafe {
         libc::clone(
             trampoline,
@@ -117,8 +146,8 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// exiting with what it returns. Returns the child's pid, or -1 (errno set).
 ///
 /// # Safety
-/// As [`spawn_in_cgroup`]; `args` has `CLONE_VFORK` (this frame, which holds the child's stack,
-/// must stay put until the child has exec'd or exited).
+/// As [`spawn_in_cgroup`]; `args` has `CLONE_VFORK` (this frame, which holds what the child
+/// reads, must stay put until the child has exec'd or exited).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
@@ -126,20 +155,19 @@ unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
         let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
         child()
     }
-    // 64 KiB, 16-byte aligned at its top, as spawn_shared's.
-    let mut stack = std::mem::MaybeUninit::<[u64; 8192]>::uninit();
     args.flags |= libc::CLONE_VM as u64;
-    args.stack = stack.as_mut_ptr() as u64;
-    args.stack_size = std::mem::size_of::<[u64; 8192]>() as u64;
+    args.stack = CHILD_STACK.base() as u64;
+    args.stack_size = ChildStack::BYTES as u64;
     let mut arg: &mut dyn FnMut() -> i32 = child;
     let arg = (&mut arg as *mut &mut dyn FnMut() -> i32).cast::<libc::c_void>();
     let ret: i64;
     // SAFETY: the child starts at the instruction after `syscall` with its stack pointer at the
-    // top of `stack` and our registers: it calls `trampoline(arg)` from r12 and r13 (kept by the
+    // top of CHILD_STACK and our registers: it calls `trampoline(arg)` from r12 and r13 (kept by the
     // kernel, and by the callee) and exits (exit_group, from r14) with its result, never
     // returning here; the parent (rax = pid or
-    // -errno) only falls through. `stack`, `arg` and `child` live in this frame, which the
-    // parent cannot leave before the child has exec'd or exited (CLONE_VFORK). The caller
+    // -errno) only falls through. `arg` and `child` live in this frame, which the parent
+    // cannot leave before the child has exec'd or exited (CLONE_VFORK); CHILD_STACK is the
+    // child's alone meanwhile. The caller
     // guarantees no signal handler and no other thread.
     unsafe {
         std::arch::asm!(
