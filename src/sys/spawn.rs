@@ -47,6 +47,16 @@ impl ChildStack {
     }
 }
 
+/// Where a `CLONE_VM` child starts, on [`CHILD_STACK`]: it runs the `&mut dyn FnMut() -> i32`
+/// that `arg` points to and exits with what it returns, never returning itself.
+#[cfg(target_os = "linux")]
+extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to the caller's `&mut dyn FnMut`, alive: the parent is suspended
+    // (CLONE_VFORK) until this child has exec'd or exited.
+    let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+    super::process::exit(child())
+}
+
 /// Starts a process that shares our memory until it execs or exits (`clone(CLONE_VM |
 /// CLONE_VFORK)` on a stack of its own, as `posix_spawn` does): no page table is copied and none
 /// torn down, and we are suspended until then. For the guardian's server child, whose work before
@@ -58,21 +68,15 @@ impl ChildStack {
 /// makes.
 #[cfg(target_os = "linux")]
 pub(crate) unsafe fn spawn_shared(child: &mut dyn FnMut() -> i32) -> io::Result<Pid> {
-    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` is the `&mut dyn FnMut` below, alive: the parent is suspended.
-        let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
-        let code = child();
-        super::process::exit(code)
-    }
     let top = CHILD_STACK.top();
     let mut arg: &mut dyn FnMut() -> i32 = child;
     // SAFETY: `arg` lives in this frame, which stays put until the child has exec'd or exited
-    // (CLONE_VFORK suspends us until then); the child runs `trampoline` on CHILD_STACK only,
+    // (CLONE_VFORK suspends us until then); the child runs `run_child` on CHILD_STACK only,
     // which nothing else uses meanwhile; the caller guarantees no signal handler and no other
     // thread (see above).
     let pid = unsafe {
         libc::clone(
-            trampoline,
+            run_child,
             top,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut arg as *mut &mut dyn FnMut() -> i32).cast(),
@@ -142,19 +146,14 @@ struct CloneArgs {
 #[cfg(target_os = "linux")]
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// `clone3(args)` with `CLONE_VM` added, the child on a stack of its own running `child` and
-/// exiting with what it returns. Returns the child's pid, or -1 (errno set).
+/// `clone3(args)` with `CLONE_VM` added, the child on a stack of its own running `child` (by
+/// [`run_child`]) and exiting with what it returns. Returns the child's pid, or -1 (errno set).
 ///
 /// # Safety
 /// As [`spawn_in_cgroup`]; `args` has `CLONE_VFORK` (this frame, which holds what the child
 /// reads, must stay put until the child has exec'd or exited).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
-    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` is the `&mut dyn FnMut` below, alive: the parent is suspended.
-        let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
-        child()
-    }
     args.flags |= libc::CLONE_VM as u64;
     args.stack = CHILD_STACK.base() as u64;
     args.stack_size = ChildStack::BYTES as u64;
@@ -162,13 +161,11 @@ unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
     let arg = (&mut arg as *mut &mut dyn FnMut() -> i32).cast::<libc::c_void>();
     let ret: i64;
     // SAFETY: the child starts at the instruction after `syscall` with its stack pointer at the
-    // top of CHILD_STACK and our registers: it calls `trampoline(arg)` from r12 and r13 (kept by the
-    // kernel, and by the callee) and exits (exit_group, from r14) with its result, never
-    // returning here; the parent (rax = pid or
-    // -errno) only falls through. `arg` and `child` live in this frame, which the parent
+    // top of CHILD_STACK and our registers: it calls `run_child(arg)` from r12 and r13 (kept by
+    // the kernel), which exits and never returns here (`ud2` if it did); the parent (rax = pid
+    // or -errno) only falls through. `arg` and `child` live in this frame, which the parent
     // cannot leave before the child has exec'd or exited (CLONE_VFORK); CHILD_STACK is the
-    // child's alone meanwhile. The caller
-    // guarantees no signal handler and no other thread.
+    // child's alone meanwhile. The caller guarantees no signal handler and no other thread.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -176,17 +173,13 @@ unsafe fn clone3(args: &mut CloneArgs, child: &mut dyn FnMut() -> i32) -> i64 {
             "jnz 2f",
             "mov rdi, r13",
             "call r12",
-            "mov edi, eax",
-            "mov rax, r14",
-            "syscall",
             "ud2",
             "2:",
             inlateout("rax") libc::SYS_clone3 => ret,
             in("rdi") args as *mut CloneArgs,
             in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") trampoline as *const () as usize,
+            in("r12") run_child as *const () as usize,
             in("r13") arg,
-            in("r14") libc::SYS_exit_group,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
