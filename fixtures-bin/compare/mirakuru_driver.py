@@ -108,10 +108,12 @@ def main():
         print(f"stop_ns={time.monotonic_ns() - t}", flush=True)
     elif mode == "threads":
         n, threads, argv = int(rest[0]), int(rest[1]), rest[2:]
-        workers = [
-            threading.Thread(target=lambda: [start(argv).stop() for _ in range(n // threads)])
-            for _ in range(threads)
-        ]
+
+        def cycles():
+            for _ in range(n // threads):
+                start(argv).stop()
+
+        workers = [threading.Thread(target=cycles) for _ in range(threads)]
         t = time.monotonic_ns()
         for w in workers:
             w.start()

@@ -122,6 +122,28 @@ fn warm_up(_run: &Run) {
     }
 }
 
+impl Run {
+    /// mirakuru's driver in `mode`: `lead` (its counts), then the server's command line.
+    fn mirakuru(
+        &self,
+        mode: &str,
+        lead: &[String],
+        program: &str,
+        args: &[&str],
+    ) -> mirakuru::Figures {
+        let mut argv = lead.to_vec();
+        argv.push(program.to_owned());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        mirakuru::drive(self.python(), mode, &argv)
+    }
+
+    fn python(&self) -> &Path {
+        self.python
+            .as_deref()
+            .expect("mirakuru runs only with a python")
+    }
+}
+
 fn tools(run: &Run) -> Vec<Tool> {
     let mut all = Tool::RUST.to_vec();
     if run.python.is_some() {
@@ -203,11 +225,10 @@ fn latency(tool: Tool, delay: u64, i: usize) -> Duration {
 }
 
 fn mirakuru_latencies(run: &Run, n: usize, delay: u64) -> Vec<Duration> {
-    let python = run.python.as_ref().expect("python");
     let args = ["--delay-ms", "{delay}", "--listen", "127.0.0.1:{port}"];
-    let mut argv = vec![n.to_string(), delay.to_string(), READY_SERVER.to_owned()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    mirakuru::drive(python, "readiness", &argv).durations("latency_ns")
+    let lead = [n.to_string(), delay.to_string()];
+    run.mirakuru("readiness", &lead, READY_SERVER, &args)
+        .durations("latency_ns")
 }
 
 // 2. ------------------------------------------------------------------------------------------
@@ -293,10 +314,7 @@ fn rust_cpu(run: &Run) -> std::collections::HashMap<Tool, Duration> {
 }
 
 fn mirakuru_cycles(run: &Run) -> (Vec<Duration>, Duration) {
-    let python = run.python.as_ref().expect("python");
-    let mut argv = vec![run.n.to_string(), FIXTURE_SERVER.to_owned()];
-    argv.extend(WELL_BEHAVED.iter().map(|a| a.to_string()));
-    let figures = mirakuru::drive(python, "cycle", &argv);
+    let figures = run.mirakuru("cycle", &[run.n.to_string()], FIXTURE_SERVER, &WELL_BEHAVED);
     let cpu = figures.durations("cpu_ns")[0];
     (figures.durations("wall_ns"), cpu / run.n as u32)
 }
@@ -436,14 +454,9 @@ fn rust_threads(tool: Tool, threads: usize, per_thread: usize) -> Duration {
 
 /// The same in the driver, with Python threads.
 fn mirakuru_threads(run: &Run, threads: usize, per_thread: usize) -> Duration {
-    let python = run.python.as_ref().expect("python");
-    let mut argv = vec![
-        (threads * per_thread).to_string(),
-        threads.to_string(),
-        FIXTURE_SERVER.to_owned(),
-    ];
-    argv.extend(WELL_BEHAVED.iter().map(|a| a.to_string()));
-    mirakuru::drive(python, "threads", &argv).durations("elapsed_ns")[0]
+    let lead = [(threads * per_thread).to_string(), threads.to_string()];
+    run.mirakuru("threads", &lead, FIXTURE_SERVER, &WELL_BEHAVED)
+        .durations("elapsed_ns")[0]
 }
 
 // 4. ------------------------------------------------------------------------------------------
@@ -573,12 +586,9 @@ fn misbehaviour(run: &Run) {
             }
             let args = ["--mode", mode, "--workers", "2", "--port", "{port}"];
             let took = match tool {
-                Tool::Mirakuru => {
-                    let mut argv = vec![workers(mode).to_string(), FIXTURE_SERVER.to_owned()];
-                    argv.extend(args.iter().map(|a| a.to_string()));
-                    let python = run.python.as_ref().expect("python");
-                    mirakuru::drive(python, "stop", &argv).durations("stop_ns")[0]
-                }
+                Tool::Mirakuru => run
+                    .mirakuru("stop", &[workers(mode).to_string()], FIXTURE_SERVER, &args)
+                    .durations("stop_ns")[0],
                 _ => {
                     let started = tools::start(tool, &Spec::new(FIXTURE_SERVER, &args));
                     wait_for_workers(started.pid(), mode);
@@ -719,7 +729,6 @@ fn mirakuru_real(
     server: &real::Real,
     rounds: usize,
 ) -> (Vec<Duration>, Vec<Duration>, usize) {
-    let python = run.python.as_ref().expect("python");
     let data: Vec<_> = (0..rounds).map(|_| server.data()).collect();
     let prepared: Vec<_> = data
         .iter()
@@ -731,7 +740,7 @@ fn mirakuru_real(
         .collect();
     let list = std::env::temp_dir().join(format!("pf-compare-real-{}", std::process::id()));
     std::fs::write(&list, lines.concat()).expect("the driver's list");
-    let figures = mirakuru::drive(python, "real", &[list.to_string_lossy().into_owned()]);
+    let figures = mirakuru::drive(run.python(), "real", &[list.to_string_lossy().into_owned()]);
     let _ = std::fs::remove_file(&list);
     let left = left_after();
     (
