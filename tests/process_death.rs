@@ -801,3 +801,37 @@ fn a_test_process_that_ignores_sigchld_still_gets_a_complete_stop() {
     let (pgid, port) = (field("pgid="), field("port=") as u16);
     support::assert_nothing_left(pgid, &[], port);
 }
+
+/// The server starts with every signal at its default, whatever the test process ignores when
+/// its first fixture starts the zygote (`posix_spawn` passes ignored dispositions on; the zygote
+/// resets them, so that its guardians' servers need reset only what a guardian ignores).
+#[test]
+fn the_server_ignores_nothing_the_test_process_ignored() {
+    in_fresh_process(
+        "the_server_ignores_nothing_the_test_process_ignored",
+        || {
+            let ignored = [libc::SIGUSR1, libc::SIGHUP, libc::SIGALRM, libc::SIGTERM];
+            for sig in ignored {
+                // SAFETY: SIG_IGN is not a handler.
+                unsafe { libc::signal(sig, libc::SIG_IGN) };
+            }
+            let fx = ProcessFixture::builder("sleep")
+                .arg("60")
+                .ready(Ready::none())
+                .spawn()
+                .expect("spawn");
+            let status = std::fs::read_to_string(format!("/proc/{}/status", fx.pid()))
+                .expect("the server's status");
+            let sig_ign = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .expect("SigIgn");
+            assert_eq!(
+                u64::from_str_radix(sig_ign.trim(), 16),
+                Ok(0),
+                "the server ignores signals (mask {sig_ign}); the test process ignored {ignored:?}"
+            );
+            fx.stop().expect("stop");
+        },
+    );
+}

@@ -211,21 +211,25 @@ pub(super) fn setup(ends: &Ends, dev_null: Option<RawFd>, test_pid: Pid, test_pg
     ignore_stray_signals();
 }
 
+/// The signals the zygote and its guardians ignore, and no others (the zygote resets every
+/// disposition first): the only ones a zygote guardian's server must reset.
+pub(super) const STRAY_SIGNALS: [libc::c_int; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
 /// A stray `pkill` or a terminal signal must not kill (or job-control stop) a guardian or the
 /// zygote and orphan a server: stop requests are messages. EPIPE on a socket is handled, not
 /// fatal. A host that ignores SIGCHLD would have zombies auto-reaped, freeing the pinned pid
 /// (the pinned leader pid would be freed): back to default. The server gets default dispositions back before exec.
 pub(super) fn ignore_stray_signals() {
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGPIPE,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ] {
+    for sig in STRAY_SIGNALS {
         sys::set_ignored(sig, true);
     }
     sys::set_ignored(libc::SIGCHLD, false);
@@ -259,9 +263,10 @@ impl Guardian<'_> {
             let cap = (!self.exits_wake_us() && !self.gone_reported).then(|| backoff.next());
             let look = self.port.as_ref().map(PortWatch::due_in);
             sys::poll(&mut fds, cap.into_iter().chain(look).min());
-            // A wake-up for the port watch's next look alone changes nothing about exits, when
-            // every exit wakes us anyway.
-            recheck = !self.exits_wake_us() || fds.iter().any(|f| f.revents != 0);
+            // Only an exit changes what `check_exits` finds, and where every exit wakes us it
+            // does so through the events fd: a message, a `listen()` or a look of the port watch
+            // alone need no look at the tree.
+            recheck = !self.exits_wake_us() || fds[2].revents != 0;
             if fds[0].revents != 0 && self.stop_requested() {
                 return;
             }

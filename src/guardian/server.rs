@@ -35,7 +35,7 @@ pub(super) fn spawn_leader(
     let started = if procs.iter().flatten().any(|&fd| fd < 0) {
         Err(failed(STAGE_CGROUP, sys::errno()))
     } else {
-        spawn_in(plan, ends, procs, into)
+        spawn_in(plan, ends, procs, (into, small))
     };
     for &fd in procs.iter().flatten().filter(|&&fd| fd >= 0) {
         sys::close(fd);
@@ -44,12 +44,12 @@ pub(super) fn spawn_leader(
 }
 
 /// `spawn_leader` once the cgroups' `cgroup.procs` files are open; `into`: the server's own
-/// cgroup's directory, to start the child in.
+/// cgroup's directory, to start the child in; `small` as there.
 fn spawn_in(
     plan: &Plan,
     ends: &Ends,
     procs: [Option<RawFd>; 2],
-    into: Option<RawFd>,
+    (into, small): (Option<RawFd>, bool),
 ) -> Result<(Pid, Option<ListenWatch>), Msg> {
     let (err_r, err_w) = raw_pair(sys::pipe()).map_err(|e| failed(STAGE_FORK, e))?;
     let notify = match plan.listen {
@@ -65,14 +65,14 @@ fn spawn_in(
                 ends,
                 guardian,
                 (err_w, [None, procs[1]]),
-                child_notify,
+                (child_notify, small),
             )
         };
         // SAFETY: the guardian is single-threaded; the child runs on its own copy of our
         // memory and makes plain syscalls until exec.
         unsafe { sys::spawn_in_cgroup(dir, &mut child) }.ok()
     });
-    let mut child = || exec_server(plan, ends, guardian, (err_w, procs), child_notify);
+    let mut child = || exec_server(plan, ends, guardian, (err_w, procs), (child_notify, small));
     // SAFETY: the guardian is single-threaded with no signal handler; the child makes plain
     // syscalls on its own stack until exec (its failure goes through the pipe, not our memory).
     let spawned = inside.map_or_else(|| unsafe { sys::spawn_shared(&mut child) }, Ok);
@@ -144,7 +144,7 @@ fn exec_server(
     ends: &Ends,
     guardian: Pid,
     (err_w, procs): (RawFd, [Option<RawFd>; 2]),
-    notify: Option<RawFd>,
+    (notify, small): (Option<RawFd>, bool),
 ) -> i32 {
     // First, before anything can fork: every process the server ever makes starts inside.
     if procs.iter().flatten().any(|&fd| !sys::join_cgroup(fd)) {
@@ -156,7 +156,8 @@ fn exec_server(
     if !sys::dup2(ends.stdout, 1) || !sys::dup2(ends.stderr, 2) {
         return die(err_w, STAGE_SETUP, sys::errno());
     }
-    sys::reset_signals();
+    // A zygote guardian ignores exactly STRAY_SIGNALS; a forked one whatever the test process did.
+    sys::reset_signals(small.then_some(&super::main_loop::STRAY_SIGNALS[..]));
     if let (Some(sock), ListenEvents::On { no_new_privs }) = (notify, plan.listen) {
         // Before dropping privileges: as root no no_new_privs is needed.
         if let Some(fd) = sys::install_listen_filter(no_new_privs) {

@@ -96,6 +96,9 @@ fn run(test_pid: Pid) -> ! {
     sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
     drop(null);
     sys::set_name(c"pf-zygote");
+    // posix_spawn keeps what the test process ignores: back to default, so that the guardians
+    // know their dispositions (`STRAY_SIGNALS`, which their servers reset) without asking.
+    sys::reset_signals(None);
     super::main_loop::ignore_stray_signals();
     let Some(events) = ChildEvents::new() else {
         sys::exit(70)

@@ -78,20 +78,44 @@ pub(crate) const MAX_SIGNAL: libc::c_int = 64;
 pub(crate) const MAX_SIGNAL: libc::c_int = 31;
 
 /// Empty signal mask and default dispositions, for the server just before exec: a harness that
-/// blocks or ignores SIGTERM must not make the server immune to it.
-pub(crate) fn reset_signals() {
+/// blocks or ignores SIGTERM must not make the server immune to it. `only`: the signals that can
+/// be other than default (exec resets handlers, so only ignored ones matter), where the caller
+/// knows them; `None`: all of them (62 syscalls).
+pub(crate) fn reset_signals(only: Option<&[libc::c_int]>) {
     // SAFETY: `set` is a local sigset_t, initialised by sigemptyset before use; a null old
-    // mask is allowed. Setting SIG_DFL installs no handler, so it is sound (and
-    // async-signal-safe) in the child after fork or clone.
+    // mask is allowed. Async-signal-safe, so sound in the child after fork or clone.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        for sig in 1..=MAX_SIGNAL {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+        let all = (1..=MAX_SIGNAL).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP);
+        match only {
+            Some(signals) => signals.iter().copied().for_each(set_default),
+            None => all.for_each(set_default),
         }
+    }
+}
+
+/// Sets `sig` to its default disposition, glibc's own real-time signals included (32 and 33,
+/// which `signal` refuses to touch, though an ignored one passes through exec like any other).
+fn set_default(sig: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a zeroed kernel sigaction is SIG_DFL with no flags and an empty mask, installing
+    // no handler; 8 is the size of the kernel's signal set.
+    unsafe {
+        let action = [0u64; 4];
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            action.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: SIG_DFL is not a handler.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
     }
 }
 
