@@ -209,6 +209,42 @@ fn only_the_guardian_changes_groups_dispositions_and_reaper_state() {
     }
 }
 
+/// A zygote guardian's server resets only `STRAY_SIGNALS` before exec. That is right only while
+/// the zygote starts by resetting every disposition, and nothing in the guardian or the zygote
+/// ignores any other signal.
+#[test]
+fn guardians_ignore_only_the_stray_signals() {
+    let ignores: Vec<String> = library_files()
+        .into_iter()
+        .filter(|f| f.starts_with("guardian/"))
+        .flat_map(|f| uses(&f, "set_ignored("))
+        .collect();
+    assert!(
+        ignores
+            .iter()
+            .all(|l| l.contains("set_ignored(sig, true)") || l.contains(", false)")),
+        "{ignores:?}"
+    );
+    assert_eq!(
+        ignores.iter().filter(|l| l.contains(", true)")).count(),
+        1,
+        "{ignores:?}"
+    );
+    assert_eq!(
+        uses("guardian/main_loop.rs", "for sig in STRAY_SIGNALS").len(),
+        1
+    );
+    assert_eq!(
+        uses("guardian/zygote.rs", "sys::reset_signals(None)").len(),
+        1
+    );
+    let resets = uses("guardian/server.rs", "reset_signals(");
+    assert!(
+        resets.len() == 1 && resets[0].contains("STRAY_SIGNALS"),
+        "{resets:?}"
+    );
+}
+
 #[test]
 fn the_library_never_sleeps() {
     for needle in ["thread::sleep", "libc::sleep", "nanosleep", "usleep"] {
