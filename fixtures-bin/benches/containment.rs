@@ -27,7 +27,6 @@
 //!
 //! Where no cgroup can be made, says so and measures the subreaper alone. Nothing is asserted.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fixtures_bin::{rounds, summary};
@@ -60,135 +59,148 @@ fn main() {
     cycle_cost(&kinds, n);
     if kinds.contains(&Containment::Cgroup) {
         quiet_cycles(n.div_ceil(5).max(3));
-        kernel_cost(20 * n);
+        #[cfg(target_os = "linux")]
+        kernel::kernel_cost(20 * n);
     }
 }
 
-/// Figure 5's ways: a new cgroup around each child, the child started in it.
-const KERNEL_WAYS: [(&str, bool, bool); 4] = [
-    ("no cgroup of its own", false, false),
-    ("a new cgroup per child", true, true),
-    (
-        "a cgroup made and removed per child, the child not in it",
-        true,
-        false,
-    ),
-    ("one cgroup, reused", false, true),
-];
+/// Figure 5 (Linux: `clone3`, `O_PATH`).
+#[cfg(target_os = "linux")]
+mod kernel {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
-/// Figure 5: what the kernel charges for a cgroup per child, without the crate.
-fn kernel_cost(children: usize) {
-    let Some(parent) = fixtures_cgroup_dir() else {
-        return println!("5. kernel cost: skipped (the fixtures' cgroup directory was not found)");
-    };
-    let dir = parent.join(format!("bench-{}", std::process::id()));
-    let mut per_child = vec![Vec::new(); KERNEL_WAYS.len()];
-    for _ in 0..2 {
-        for (i, &(_, per_child_dir, inside)) in KERNEL_WAYS.iter().enumerate() {
-            per_child[i].push(clone_loop(&dir, children, per_child_dir, inside));
+    use super::{sleeper, wait_for};
+    use process_fixture::Containment;
+
+    /// Figure 5's ways: a new cgroup around each child, the child started in it.
+    const KERNEL_WAYS: [(&str, bool, bool); 4] = [
+        ("no cgroup of its own", false, false),
+        ("a new cgroup per child", true, true),
+        (
+            "a cgroup made and removed per child, the child not in it",
+            true,
+            false,
+        ),
+        ("one cgroup, reused", false, true),
+    ];
+
+    /// Figure 5: what the kernel charges for a cgroup per child, without the crate.
+    pub(super) fn kernel_cost(children: usize) {
+        let Some(parent) = fixtures_cgroup_dir() else {
+            return println!(
+                "5. kernel cost: skipped (the fixtures' cgroup directory was not found)"
+            );
+        };
+        let dir = parent.join(format!("bench-{}", std::process::id()));
+        let mut per_child = vec![Vec::new(); KERNEL_WAYS.len()];
+        for _ in 0..2 {
+            for (i, &(_, per_child_dir, inside)) in KERNEL_WAYS.iter().enumerate() {
+                per_child[i].push(clone_loop(&dir, children, per_child_dir, inside));
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+        for ((name, ..), cpu) in KERNEL_WAYS.iter().zip(per_child) {
+            let cpu: Vec<String> = cpu.iter().map(|d| format!("{d:.2?}")).collect();
+            println!("5. CPU per child of /bin/true, {name}: {}", cpu.join(", "));
         }
     }
-    let _ = std::fs::remove_dir(&dir);
-    for ((name, ..), cpu) in KERNEL_WAYS.iter().zip(per_child) {
-        let cpu: Vec<String> = cpu.iter().map(|d| format!("{d:.2?}")).collect();
-        println!("5. CPU per child of /bin/true, {name}: {}", cpu.join(", "));
-    }
-}
 
-/// CPU per child over `children` clones of `/bin/true`: in cgroup `dir` if `inside`, which is
-/// made and removed around each child if `per_child_dir` (else made once, left for the caller).
-fn clone_loop(dir: &Path, children: usize, per_child_dir: bool, inside: bool) -> Duration {
-    let once = (inside && !per_child_dir).then(|| open_cgroup(dir));
-    let before = cpu_with_children();
-    for _ in 0..children {
-        let fresh = per_child_dir.then(|| open_cgroup(dir));
-        spawn_true(fresh.as_ref().or(once.as_ref()).filter(|_| inside));
-        if let Some(fresh) = fresh {
-            drop(fresh);
-            // Empty once its child is reaped; bounded, should the kernel lag behind.
-            wait_for(|| std::fs::remove_dir(dir).is_ok());
+    /// CPU per child over `children` clones of `/bin/true`: in cgroup `dir` if `inside`, which is
+    /// made and removed around each child if `per_child_dir` (else made once, left for the caller).
+    fn clone_loop(dir: &Path, children: usize, per_child_dir: bool, inside: bool) -> Duration {
+        let once = (inside && !per_child_dir).then(|| open_cgroup(dir));
+        let before = cpu_with_children();
+        for _ in 0..children {
+            let fresh = per_child_dir.then(|| open_cgroup(dir));
+            spawn_true(fresh.as_ref().or(once.as_ref()).filter(|_| inside));
+            if let Some(fresh) = fresh {
+                drop(fresh);
+                // Empty once its child is reaped; bounded, should the kernel lag behind.
+                wait_for(|| std::fs::remove_dir(dir).is_ok());
+            }
         }
+        (cpu_with_children() - before) / children as u32
     }
-    (cpu_with_children() - before) / children as u32
-}
 
-/// `dir`, made if need be, open as `O_PATH` (what `CLONE_INTO_CGROUP` takes).
-fn open_cgroup(dir: &Path) -> std::fs::File {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::create_dir(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("mkdir: {e}"),
-        _ => {}
-    }
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(dir)
-        .expect("open the cgroup")
-}
-
-/// Runs `/bin/true` in a raw `clone3` child (in `cgroup` if given) and reaps it.
-fn spawn_true(cgroup: Option<&std::fs::File>) {
-    use std::os::fd::AsRawFd;
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-    let mut args = [0u64; 11]; // struct clone_args: flags … cgroup
-    args[4] = libc::SIGCHLD as u64; // exit_signal
-    if let Some(cg) = cgroup {
-        args[0] = CLONE_INTO_CGROUP;
-        args[10] = cg.as_raw_fd() as u64;
-    }
-    let argv = [c"true".as_ptr(), std::ptr::null()];
-    // SAFETY: clone3 with fork semantics; the child only execs or exits, both
-    // async-signal-safe; `args` and `argv` outlive the call.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            args.as_ptr(),
-            std::mem::size_of_val(&args),
-        )
-    };
-    if pid == 0 {
-        // SAFETY: as above, in the child.
-        unsafe {
-            libc::execv(c"/bin/true".as_ptr(), argv.as_ptr());
-            libc::_exit(127);
+    /// `dir`, made if need be, open as `O_PATH` (what `CLONE_INTO_CGROUP` takes).
+    fn open_cgroup(dir: &Path) -> std::fs::File {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("mkdir: {e}"),
+            _ => {}
         }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .expect("open the cgroup")
     }
-    assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
-    let mut status = 0;
-    // SAFETY: our own child, reaped once.
-    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-}
 
-/// utime + stime of this process and its reaped children.
-fn cpu_with_children() -> Duration {
-    [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
-        .into_iter()
-        .map(|who| {
-            // SAFETY: a zeroed rusage is valid for getrusage to fill.
-            let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: `u` is a live local.
-            unsafe { libc::getrusage(who, &mut u) };
-            let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-            tv(u.ru_utime) + tv(u.ru_stime)
-        })
-        .sum()
-}
+    /// Runs `/bin/true` in a raw `clone3` child (in `cgroup` if given) and reaps it.
+    fn spawn_true(cgroup: Option<&std::fs::File>) {
+        use std::os::fd::AsRawFd;
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let mut args = [0u64; 11]; // struct clone_args: flags … cgroup
+        args[4] = libc::SIGCHLD as u64; // exit_signal
+        if let Some(cg) = cgroup {
+            args[0] = CLONE_INTO_CGROUP;
+            args[10] = cg.as_raw_fd() as u64;
+        }
+        let argv = [c"true".as_ptr(), std::ptr::null()];
+        // SAFETY: clone3 with fork semantics; the child only execs or exits, both
+        // async-signal-safe; `args` and `argv` outlive the call.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args.as_ptr(),
+                std::mem::size_of_val(&args),
+            )
+        };
+        if pid == 0 {
+            // SAFETY: as above, in the child.
+            unsafe {
+                libc::execv(c"/bin/true".as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: our own child, reaped once.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    }
 
-/// Where the fixtures' cgroups are made: the parent of a `Containment::Cgroup` fixture's.
-fn fixtures_cgroup_dir() -> Option<PathBuf> {
-    let fx = sleeper(Some(Containment::Cgroup)).spawn().ok()?;
-    let text = std::fs::read_to_string(format!("/proc/{}/cgroup", fx.pid())).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
-    fx.stop().ok()?;
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mounts.lines().find_map(|l| {
-        let (fields, fs) = l.split_once(" - ")?;
-        fs.starts_with("cgroup2 ")
-            .then(|| fields.split(' ').nth(4).map(str::to_owned))?
-    })?;
-    PathBuf::from(format!("{mount}{path}"))
-        .parent()
-        .map(Path::to_path_buf)
+    /// utime + stime of this process and its reaped children.
+    fn cpu_with_children() -> Duration {
+        [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+            .into_iter()
+            .map(|who| {
+                // SAFETY: a zeroed rusage is valid for getrusage to fill.
+                let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+                // SAFETY: `u` is a live local.
+                unsafe { libc::getrusage(who, &mut u) };
+                let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+                tv(u.ru_utime) + tv(u.ru_stime)
+            })
+            .sum()
+    }
+
+    /// Where the fixtures' cgroups are made: the parent of a `Containment::Cgroup` fixture's.
+    fn fixtures_cgroup_dir() -> Option<PathBuf> {
+        let fx = sleeper(Some(Containment::Cgroup)).spawn().ok()?;
+        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", fx.pid())).ok()?;
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+        fx.stop().ok()?;
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = mounts.lines().find_map(|l| {
+            let (fields, fs) = l.split_once(" - ")?;
+            fs.starts_with("cgroup2 ")
+                .then(|| fields.split(' ').nth(4).map(str::to_owned))?
+        })?;
+        PathBuf::from(format!("{mount}{path}"))
+            .parent()
+            .map(Path::to_path_buf)
+    }
 }
 
 /// Figure 4: spawn and stop of `sleep`, each after 200 ms without any spawn.
