@@ -71,9 +71,11 @@ mod kernel {
     use std::time::Duration;
 
     use super::{sleeper, wait_for};
+    use fixtures_bin::rusage_cpu;
     use process_fixture::Containment;
 
-    /// Figure 5's ways: a new cgroup around each child, the child started in it.
+    /// Figure 5's ways: (name, a new cgroup made and removed around each child, the child
+    /// started in the cgroup).
     const KERNEL_WAYS: [(&str, bool, bool); 4] = [
         ("no cgroup of its own", false, false),
         ("a new cgroup per child", true, true),
@@ -172,17 +174,7 @@ mod kernel {
 
     /// utime + stime of this process and its reaped children.
     fn cpu_with_children() -> Duration {
-        [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
-            .into_iter()
-            .map(|who| {
-                // SAFETY: a zeroed rusage is valid for getrusage to fill.
-                let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-                // SAFETY: `u` is a live local.
-                unsafe { libc::getrusage(who, &mut u) };
-                let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-                tv(u.ru_utime) + tv(u.ru_stime)
-            })
-            .sum()
+        rusage_cpu(libc::RUSAGE_SELF) + rusage_cpu(libc::RUSAGE_CHILDREN)
     }
 
     /// Where the fixtures' cgroups are made: the parent of a `Containment::Cgroup` fixture's.

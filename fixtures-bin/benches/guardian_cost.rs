@@ -38,6 +38,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fixtures_bin::rusage_cpu;
 use process_fixture::{ProcessFixture, Ready};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_fixture-server");
@@ -136,13 +137,6 @@ fn rusage(who: libc::c_int) -> libc::rusage {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(who, &mut usage) };
     usage
-}
-
-/// utime + stime of `getrusage(who)`.
-fn rusage_cpu(who: libc::c_int) -> Duration {
-    let usage = rusage(who);
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 // ---- other processes, from /proc ----

@@ -74,13 +74,7 @@ const MODES: [Mode; 2] = [Mode::Events, Mode::Poll];
 
 /// utime + stime of this process (every thread).
 fn self_cpu() -> Duration {
-    // SAFETY: an all-zero rusage is valid, and getrusage fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    fixtures_bin::rusage_cpu(libc::RUSAGE_SELF)
 }
 
 /// Time on a CPU of a live process since it started (`/proc/<pid>/schedstat`, Linux).

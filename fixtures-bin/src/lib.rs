@@ -1,5 +1,5 @@
-//! What the helper servers and the benches share: the clock their time stamps are on, and how
-//! a bench writes a distribution.
+//! What the helper servers and the benches share: the clock their time stamps are on, how a
+//! bench writes a distribution, and how it reads CPU time.
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock a helper server stamps a moment with (`bound_ns=`,
 /// `listen_ns=`, `ready_ns=` on stderr) and a bench compares it with, across processes.
@@ -33,4 +33,18 @@ pub fn rounds(default: usize) -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(default)
+}
+
+/// utime + stime of `getrusage(who)` (`libc::RUSAGE_SELF`: this process, every thread;
+/// `libc::RUSAGE_CHILDREN`: the children it reaped, and what they reaped).
+pub fn rusage_cpu(who: libc::c_int) -> std::time::Duration {
+    // SAFETY: an all-zero rusage is valid, and getrusage fills the local.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(who, &mut usage) };
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }

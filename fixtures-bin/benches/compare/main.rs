@@ -352,12 +352,7 @@ fn cycle_child(what: &str) {
 
 /// User + system time of every child reaped so far, and of what they reaped.
 fn children_cpu() -> Duration {
-    // SAFETY: rusage is plain data; getrusage fills the local.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    fixtures_bin::rusage_cpu(libc::RUSAGE_CHILDREN)
 }
 
 /// Reaps what a child run left to us (its zygote, which exits once the run has), bounded.
